@@ -1,0 +1,117 @@
+"""The `labeler` command line: a registry of subcommands, one small function each.
+
+A command module registers itself with `@command("name", help=...)`; multi-word names
+("project add") become nested subcommands. Every module in `labeler.commands` is imported, so a
+new command is a new file, not a new branch here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from projects.imaging import ImageError
+from projects.taxonomy import TaxonomyError
+from projects.workspace import WorkspaceError
+
+
+class CommandError(RuntimeError):
+    """Bad input to a command: printed as one line, exit status 2."""
+
+
+EXPECTED_ERRORS = (CommandError, WorkspaceError, TaxonomyError, ImageError, FileNotFoundError)
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str):
+    """Register `run(args)`; its `configure(parser)` is attached as `run.configure` or given later."""
+
+    def wrap(fn):
+        COMMANDS[name] = Command(name, help, getattr(fn, "configure", lambda p: None), fn)
+        return fn
+
+    return wrap
+
+
+def arguments(*specs: tuple[tuple, dict]):
+    """Attach argparse argument specs to a command function: @arguments((("ws",), {...}), ...)."""
+
+    def wrap(fn):
+        def configure(p: argparse.ArgumentParser) -> None:
+            for args, kwargs in specs:
+                p.add_argument(*args, **kwargs)
+
+        fn.configure = configure
+        return fn
+
+    return wrap
+
+
+def arg(*args, **kwargs) -> tuple[tuple, dict]:
+    return args, kwargs
+
+
+def _load_commands() -> None:
+    import labeler.commands as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_commands()
+    parser = argparse.ArgumentParser(
+        prog="labeler", description="Bounding-box labeling with one detector across every customer taxonomy.")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name in sorted(COMMANDS):
+        cmd = COMMANDS[name]
+        words = name.split()
+        target = subs
+        for depth, word in enumerate(words[:-1]):
+            key = " ".join(words[: depth + 1])
+            if key not in groups:
+                gp = target.add_parser(word, help=f"{word} subcommands")
+                groups[key] = gp.add_subparsers(dest=f"sub_{depth}", metavar="SUBCOMMAND", required=True)
+            target = groups[key]
+        p = target.add_parser(words[-1], help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        default = COMMANDS.get("open")
+        if default is None:
+            parser.print_help()
+            return 0
+        args = parser.parse_args(["open", *(argv or [])])
+    try:
+        return int(args._run(args) or 0)
+    except EXPECTED_ERRORS as e:
+        print(f"labeler: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("labeler: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

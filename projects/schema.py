@@ -1,0 +1,82 @@
+"""The workspace schema and its forward migrations.
+
+A migration is a function that takes the database from version N-1 to N; `MIGRATIONS[i]`
+produces version i + 1. Never edit a released migration: append a new one. The version lives in
+`PRAGMA user_version`, and a `meta` row marks the file as a Labeler workspace so that a random
+SQLite file is refused rather than "migrated".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+APP_ID = "labeler-workspace"
+
+PROVENANCES = ("manual", "prelabel_accepted", "prelabel_adjusted", "refined", "imported")
+STATUSES = ("unlabeled", "in_progress", "submitted")
+
+
+def _v1(db: Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["meta"].insert({"key": "app", "value": APP_ID})
+    db["meta"].insert({"key": "super_taxonomy_name", "value": "driving"})
+    db["nodes"].create({"id": int, "name": str, "parent_id": int, "position": int}, pk="id",
+                       not_null=["name", "position"], foreign_keys=[("parent_id", "nodes", "id")])
+    db["nodes"].create_index(["name"], unique=True)
+    db["projects"].create({"id": int, "name": str, "rules": str, "created_at": str}, pk="id",
+                          not_null=["name", "created_at"], defaults={"rules": "{}"})
+    db["projects"].create_index(["name"], unique=True)
+    db["labels"].create({"id": int, "project_id": int, "name": str, "node_id": int, "color": str,
+                         "shortcut": str, "position": int}, pk="id",
+                        not_null=["project_id", "name", "node_id", "position"],
+                        foreign_keys=[("project_id", "projects", "id"), ("node_id", "nodes", "id")])
+    db["labels"].create_index(["project_id", "name"], unique=True)
+    db["images"].create({"id": int, "project_id": int, "path": str, "sha256": str, "width": int,
+                         "height": int, "added_at": str, "split_bucket": int, "status": str,
+                         "status_updated_at": str}, pk="id",
+                        not_null=["project_id", "path", "sha256", "width", "height", "added_at",
+                                  "split_bucket", "status"],
+                        defaults={"status": "unlabeled"},
+                        foreign_keys=[("project_id", "projects", "id")])
+    db["images"].create_index(["project_id", "path"], unique=True)
+    db["images"].create_index(["project_id", "status", "id"])
+    db["images"].create_index(["sha256"])
+    db["models"].create({"id": int, "version": str, "path": str, "config": str, "metrics": str,
+                         "created_at": str}, pk="id", not_null=["version", "path", "created_at"],
+                        defaults={"config": "{}", "metrics": "{}"})
+    db["models"].create_index(["version"], unique=True)
+    db["annotations"].create({"id": int, "image_id": int, "label_id": int, "x1": float, "y1": float,
+                              "x2": float, "y2": float, "provenance": str, "author": str,
+                              "model_id": int, "created_at": str, "updated_at": str, "deleted_at": str},
+                             pk="id",
+                             not_null=["image_id", "label_id", "x1", "y1", "x2", "y2", "provenance",
+                                       "author", "created_at", "updated_at"],
+                             foreign_keys=[("image_id", "images", "id"), ("label_id", "labels", "id"),
+                                           ("model_id", "models", "id")])
+    db.execute("CREATE INDEX idx_annotations_live ON annotations(image_id) WHERE deleted_at IS NULL")
+    db["annotations"].create_index(["image_id", "updated_at"])
+    db["predictions"].create({"id": int, "image_id": int, "model_id": int, "node_id": int, "x1": float,
+                              "y1": float, "x2": float, "y2": float, "score": float}, pk="id",
+                             not_null=["image_id", "model_id", "node_id", "x1", "y1", "x2", "y2", "score"],
+                             foreign_keys=[("image_id", "images", "id"), ("model_id", "models", "id"),
+                                           ("node_id", "nodes", "id")])
+    db["predictions"].create_index(["image_id", "model_id"])
+    # One row per (image, model) that has been predicted, even when it found nothing, so that an
+    # image is never predicted twice by the same model.
+    db["predicted_images"].create({"image_id": int, "model_id": int, "created_at": str},
+                                  pk=("image_id", "model_id"),
+                                  foreign_keys=[("image_id", "images", "id"), ("model_id", "models", "id")])
+    db["lint_findings"].create({"id": int, "image_id": int, "model_id": int, "annotation_id": int,
+                                "kind": str, "score": float, "x1": float, "y1": float, "x2": float,
+                                "y2": float, "message": str, "state": str, "created_at": str}, pk="id",
+                               not_null=["image_id", "kind", "score", "message", "state", "created_at"],
+                               defaults={"state": "open"},
+                               foreign_keys=[("image_id", "images", "id"), ("model_id", "models", "id"),
+                                             ("annotation_id", "annotations", "id")])
+    db["lint_findings"].create_index(["image_id", "state"])
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)

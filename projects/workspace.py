@@ -1,0 +1,449 @@
+"""The workspace: one folder holding `labeler.sqlite`, the source of truth for everything.
+
+Every public method that writes does so in exactly one transaction (`db.atomic()`), so a crash at
+any moment leaves the last committed edit on disk and nothing half-written. Connections run in
+autocommit mode with WAL journaling: readers (the GUI) never block the writer (the inference
+worker) and a killed process loses nothing it committed. Each thread opens its own Workspace.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from projects.imaging import ImageError, ImageInfo, find_images, probe_image
+from projects.schema import APP_ID, MIGRATIONS, PROVENANCES, SCHEMA_VERSION, STATUSES
+from projects.split import split_bucket
+from projects.taxonomy import (
+    PALETTE,
+    CustomerTaxonomy,
+    Label,
+    Node,
+    ProjectView,
+    SuperTaxonomy,
+    default_super_taxonomy,
+)
+
+DB_NAME = "labeler.sqlite"
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace cannot be opened or an edit is invalid; the message says which and why."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def default_author() -> str:
+    try:
+        return os.environ.get("LABELER_AUTHOR") or getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class AddImagesResult:
+    added: list[int]
+    skipped: list[str]  # one reason per file, naming it
+
+
+class Workspace:
+    def __init__(self, folder: Path, db: Database):
+        self.folder = folder
+        self.db = db
+
+    # --- opening ---------------------------------------------------------------------------
+    @staticmethod
+    def db_path(folder: str | Path) -> Path:
+        p = Path(folder)
+        return p if p.suffix == ".sqlite" else p / DB_NAME
+
+    @classmethod
+    def create(cls, folder: str | Path, super_taxonomy: SuperTaxonomy | None = None) -> Workspace:
+        folder = Path(folder)
+        path = cls.db_path(folder)
+        if path.exists():
+            raise WorkspaceError(f"{path}: a workspace already exists here")
+        sup = super_taxonomy or default_super_taxonomy()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ws = cls(path.parent.resolve(), _connect(path))
+        try:
+            ws._migrate(0)
+            with ws.db.atomic():
+                ws.db["meta"].upsert({"key": "super_taxonomy_name", "value": sup.name}, pk="key")
+                ws._insert_nodes(sup.nodes)
+        except BaseException:
+            ws.close()
+            path.unlink(missing_ok=True)
+            raise
+        return ws
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Workspace:
+        path = cls.db_path(folder)
+        if not path.is_file():
+            raise WorkspaceError(f"{folder}: not a workspace (no {DB_NAME}); create one with `labeler init`")
+        db = _connect(path)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            app = None
+            if "meta" in db.table_names():
+                row = db.execute("SELECT value FROM meta WHERE key='app'").fetchone()
+                app = row[0] if row else None
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise WorkspaceError(f"{path}: not a Labeler workspace ({e})") from e
+        if app != APP_ID:
+            db.close()
+            raise WorkspaceError(f"{path}: an SQLite file, but not a Labeler workspace")
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise WorkspaceError(f"{path}: schema version {version} is newer than this Labeler "
+                                 f"understands ({SCHEMA_VERSION}); upgrade Labeler")
+        ws = cls(path.parent.resolve(), db)
+        ws._migrate(version)
+        return ws
+
+    def _migrate(self, current: int) -> None:
+        for version in range(current, SCHEMA_VERSION):
+            with self.db.atomic():
+                MIGRATIONS[version](self.db)
+                self.db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """Group several writes into one transaction (nested calls become savepoints)."""
+        with self.db.atomic() as db:
+            yield db
+
+    # --- super-taxonomy --------------------------------------------------------------------
+    def _insert_nodes(self, nodes: Sequence[Node]) -> None:
+        ids = {r["name"]: r["id"] for r in self.db["nodes"].rows}
+        start = len(ids)
+        for i, n in enumerate(nodes):
+            row = {"name": n.name, "parent_id": ids[n.parent] if n.parent else None, "position": start + i}
+            ids[n.name] = self.db["nodes"].insert(row).last_pk
+
+    def super_taxonomy(self) -> SuperTaxonomy:
+        rows = self.db.execute(
+            "SELECT n.name, p.name FROM nodes n LEFT JOIN nodes p ON p.id = n.parent_id ORDER BY n.position"
+        ).fetchall()
+        name = self.db.execute("SELECT value FROM meta WHERE key='super_taxonomy_name'").fetchone()
+        return SuperTaxonomy([Node(a, b) for a, b in rows], name=name[0] if name else "super-taxonomy",
+                             source=str(self.db_path(self.folder)))
+
+    def node_ids(self) -> dict[str, int]:
+        return {name: i for i, name in self.db.execute("SELECT id, name FROM nodes")}
+
+    def ensure_node(self, name: str, parent: str | None = None) -> int:
+        """The id of node `name`, appending it (as a top-level node by default) when it is new.
+
+        Appending keeps existing node positions, so models trained before stay readable.
+        """
+        with self.db.atomic():
+            ids = self.node_ids()
+            if name not in ids:
+                sup = self.super_taxonomy()
+                SuperTaxonomy([*sup.nodes, Node(name, parent)], source="new node")  # validates
+                self._insert_nodes([Node(name, parent)])
+                ids = self.node_ids()
+            return ids[name]
+
+    # --- projects and labels ---------------------------------------------------------------
+    def add_project(self, name: str, taxonomy: CustomerTaxonomy | None = None) -> int:
+        if not name or not name.strip():
+            raise WorkspaceError("a project needs a non-empty name")
+        taxonomy = taxonomy or CustomerTaxonomy([], name=name)
+        ProjectView(self.super_taxonomy(), taxonomy)  # validates against the tree, raises TaxonomyError
+        with self.db.atomic():
+            if self.db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
+                raise WorkspaceError(f"project {name!r} already exists")
+            pid = self.db["projects"].insert({"name": name, "rules": json.dumps(taxonomy.rules),
+                                              "created_at": now()}).last_pk
+            for lab in taxonomy.labels:
+                self._insert_label(pid, lab)
+        return pid
+
+    def _insert_label(self, project_id: int, lab: Label) -> int:
+        nodes = self.node_ids()
+        if lab.node not in nodes:
+            raise WorkspaceError(f"label {lab.name!r}: unknown node {lab.node!r}")
+        position = self.db.execute("SELECT COUNT(*) FROM labels WHERE project_id=?", [project_id]).fetchone()[0]
+        return self.db["labels"].insert({"project_id": project_id, "name": lab.name, "node_id": nodes[lab.node],
+                                         "color": lab.color, "shortcut": lab.shortcut,
+                                         "position": position}).last_pk
+
+    def add_label(self, project: str, name: str, node: str, color: str | None = None,
+                  shortcut: str | None = None) -> int:
+        pid = self.project_id(project)
+        with self.db.atomic():
+            n = self.db.execute("SELECT COUNT(*) FROM labels WHERE project_id=?", [pid]).fetchone()[0]
+            if self.db.execute("SELECT 1 FROM labels WHERE project_id=? AND name=?", [pid, name]).fetchone():
+                raise WorkspaceError(f"project {project!r} already has a label {name!r}")
+            if shortcut is None and n < 9:
+                shortcut = str(n + 1)
+            return self._insert_label(pid, Label(name, node, color or PALETTE[n % len(PALETTE)], shortcut))
+
+    def project_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM projects ORDER BY id")]
+
+    def project_id(self, name: str) -> int:
+        row = self.db.execute("SELECT id FROM projects WHERE name = ?", [name]).fetchone()
+        if row is None:
+            known = ", ".join(self.project_names()) or "none"
+            raise WorkspaceError(f"no project named {name!r} (projects: {known})")
+        return row[0]
+
+    def labels(self, project: str) -> list[dict[str, Any]]:
+        """The project's labels in order: id, name, node, color, shortcut."""
+        return [dict(r) for r in self._rows(
+            "SELECT l.id, l.name, n.name AS node, l.color, l.shortcut, l.position FROM labels l "
+            "JOIN nodes n ON n.id = l.node_id WHERE l.project_id = ? ORDER BY l.position",
+            [self.project_id(project)])]
+
+    def taxonomy(self, project: str) -> CustomerTaxonomy:
+        pid = self.project_id(project)
+        rules = json.loads(self.db.execute("SELECT rules FROM projects WHERE id=?", [pid]).fetchone()[0] or "{}")
+        labels = [Label(r["name"], r["node"], r["color"] or PALETTE[0], r["shortcut"]) for r in self.labels(project)]
+        return CustomerTaxonomy(labels, rules, name=project, source=f"workspace project {project!r}")
+
+    def project_view(self, project: str) -> ProjectView:
+        return ProjectView(self.super_taxonomy(), self.taxonomy(project))
+
+    # --- images ----------------------------------------------------------------------------
+    def stored_path(self, path: Path) -> str:
+        """Relative to the workspace when the file lies inside it (so the folder can move), else absolute."""
+        p = path.resolve()
+        try:
+            return p.relative_to(self.folder).as_posix()
+        except ValueError:
+            return str(p)
+
+    def image_path(self, stored: str) -> Path:
+        p = Path(stored)
+        return p if p.is_absolute() else self.folder / p
+
+    def add_images(self, project: str, paths: Iterable[str | Path], probe=probe_image) -> AddImagesResult:
+        """Add image files (folders are searched). Unreadable files are skipped and named;
+        files already in the project are skipped too. All new rows go in one transaction."""
+        pid = self.project_id(project)
+        infos: list[ImageInfo] = []
+        skipped: list[str] = []
+        for p in find_images(list(paths)):
+            try:
+                infos.append(probe(p))
+            except ImageError as e:
+                skipped.append(str(e))
+        return self.insert_images(pid, infos, skipped)
+
+    def insert_images(self, project_id: int, infos: Sequence[ImageInfo],
+                      skipped: list[str] | None = None) -> AddImagesResult:
+        skipped = list(skipped or [])
+        added: list[int] = []
+        t = now()
+        with self.db.atomic():
+            existing = {r[0] for r in self.db.execute("SELECT path FROM images WHERE project_id=?", [project_id])}
+            for info in infos:
+                stored = self.stored_path(info.path)
+                if stored in existing:
+                    skipped.append(f"{info.path}: already in the project")
+                    continue
+                existing.add(stored)
+                added.append(self.db["images"].insert({
+                    "project_id": project_id, "path": stored, "sha256": info.sha256, "width": info.width,
+                    "height": info.height, "added_at": t, "split_bucket": split_bucket(info.sha256),
+                    "status": "unlabeled", "status_updated_at": t}).last_pk)
+        return AddImagesResult(added, skipped)
+
+    def image(self, image_id: int) -> dict[str, Any]:
+        rows = list(self._rows("SELECT * FROM images WHERE id = ?", [image_id]))
+        if not rows:
+            raise WorkspaceError(f"no image with id {image_id}")
+        return dict(rows[0])
+
+    def image_ids(self, project: str, status: str | None = None) -> list[int]:
+        pid = self.project_id(project)
+        if status is None:
+            return [r[0] for r in self.db.execute("SELECT id FROM images WHERE project_id=? ORDER BY id", [pid])]
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM images WHERE project_id=? AND status=? ORDER BY id", [pid, status])]
+
+    def set_status(self, image_id: int, status: str) -> None:
+        if status not in STATUSES:
+            raise WorkspaceError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
+        with self.db.atomic():
+            self.db.execute("UPDATE images SET status=?, status_updated_at=? WHERE id=?", [status, now(), image_id])
+
+    # --- annotations -----------------------------------------------------------------------
+    def add_annotation(self, image_id: int, label_id: int, box: Box, provenance: str = "manual",
+                       author: str | None = None, model_id: int | None = None) -> int:
+        if provenance not in PROVENANCES:
+            raise WorkspaceError(f"unknown provenance {provenance!r} (one of {', '.join(PROVENANCES)})")
+        x1, y1, x2, y2 = _check_box(box)
+        t = now()
+        with self.db.atomic():
+            aid = self.db["annotations"].insert({
+                "image_id": image_id, "label_id": label_id, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                "provenance": provenance, "author": author or default_author(), "model_id": model_id,
+                "created_at": t, "updated_at": t, "deleted_at": None}).last_pk
+            self._touch_status(image_id, t)
+        return aid
+
+    def update_annotation(self, annotation_id: int, box: Box | None = None, label_id: int | None = None,
+                          provenance: str | None = None) -> None:
+        changes: dict[str, Any] = {"updated_at": now()}
+        if box is not None:
+            changes.update(zip(("x1", "y1", "x2", "y2"), _check_box(box)))
+        if label_id is not None:
+            changes["label_id"] = label_id
+        if provenance is not None:
+            if provenance not in PROVENANCES:
+                raise WorkspaceError(f"unknown provenance {provenance!r}")
+            changes["provenance"] = provenance
+        with self.db.atomic():
+            self.db["annotations"].update(annotation_id, changes)
+            self._touch_status(self.annotation(annotation_id)["image_id"], changes["updated_at"])
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        """Soft delete: the row stays for undo and audit."""
+        with self.db.atomic():
+            t = now()
+            self.db["annotations"].update(annotation_id, {"deleted_at": t, "updated_at": t})
+
+    def restore_annotation(self, annotation_id: int) -> None:
+        with self.db.atomic():
+            self.db["annotations"].update(annotation_id, {"deleted_at": None, "updated_at": now()})
+
+    def annotation(self, annotation_id: int) -> dict[str, Any]:
+        return dict(self.db["annotations"].get(annotation_id))
+
+    def annotations(self, image_id: int, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Annotations of one image with their label name and node."""
+        live = "" if include_deleted else "AND a.deleted_at IS NULL"
+        return [dict(r) for r in self._rows(
+            "SELECT a.*, l.name AS label, n.name AS node FROM annotations a JOIN labels l ON l.id = a.label_id "
+            f"JOIN nodes n ON n.id = l.node_id WHERE a.image_id = ? {live} ORDER BY a.id", [image_id])]
+
+    def _touch_status(self, image_id: int, t: str) -> None:
+        self.db.execute("UPDATE images SET status='in_progress', status_updated_at=? "
+                        "WHERE id=? AND status='unlabeled'", [t, image_id])
+
+    # --- models, predictions, findings ------------------------------------------------------
+    def register_model(self, version: str, path: str | Path, config: dict | None = None,
+                       metrics: dict | None = None) -> int:
+        with self.db.atomic():
+            if self.db.execute("SELECT 1 FROM models WHERE version=?", [version]).fetchone():
+                raise WorkspaceError(f"model version {version!r} is already registered")
+            return self.db["models"].insert({"version": version, "path": str(path),
+                                             "config": json.dumps(config or {}),
+                                             "metrics": json.dumps(metrics or {}), "created_at": now()}).last_pk
+
+    def models(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rows("SELECT * FROM models ORDER BY id")]
+
+    def latest_model(self) -> dict[str, Any] | None:
+        rows = self.models()
+        return rows[-1] if rows else None
+
+    def save_predictions(self, image_id: int, model_id: int,
+                         detections: Iterable[tuple[str, Box, float]]) -> None:
+        """Replace one image's predictions by one model (node name, box, score), in one transaction."""
+        nodes = self.node_ids()
+        with self.db.atomic():
+            self.db.execute("DELETE FROM predictions WHERE image_id=? AND model_id=?", [image_id, model_id])
+            self.db["predictions"].insert_all(
+                {"image_id": image_id, "model_id": model_id, "node_id": nodes[node], "x1": b[0], "y1": b[1],
+                 "x2": b[2], "y2": b[3], "score": float(s)} for node, b, s in detections)
+            self.db["predicted_images"].upsert({"image_id": image_id, "model_id": model_id, "created_at": now()},
+                                               pk=("image_id", "model_id"))
+
+    def predictions(self, image_id: int, model_id: int) -> list[dict[str, Any]] | None:
+        """None when this model has not predicted this image yet; else its detections, best first."""
+        done = self.db.execute("SELECT 1 FROM predicted_images WHERE image_id=? AND model_id=?",
+                               [image_id, model_id]).fetchone()
+        if not done:
+            return None
+        return [dict(r) for r in self._rows(
+            "SELECT p.*, n.name AS node FROM predictions p JOIN nodes n ON n.id = p.node_id "
+            "WHERE p.image_id=? AND p.model_id=? ORDER BY p.score DESC", [image_id, model_id])]
+
+    # --- reading ---------------------------------------------------------------------------
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        cur = self.db.execute(sql, list(params))
+        cols = [c[0] for c in cur.description]
+        for row in cur:
+            yield dict(zip(cols, row))
+
+    def stats(self) -> dict[str, Any]:
+        sup = self.super_taxonomy()
+        out = []
+        for name in self.project_names():
+            pid = self.project_id(name)
+            view = self.project_view(name)
+            counts = dict(self.db.execute("SELECT status, COUNT(*) FROM images WHERE project_id=? GROUP BY status",
+                                          [pid]).fetchall())
+            n_ann = self.db.execute(
+                "SELECT COUNT(*) FROM annotations a JOIN images i ON i.id = a.image_id "
+                "WHERE i.project_id=? AND a.deleted_at IS NULL", [pid]).fetchone()[0]
+            out.append({
+                "name": name, "images": sum(counts.values()), "annotations": n_ann,
+                "status": {s: counts.get(s, 0) for s in STATUSES},
+                "labels": [lab.name for lab in view.taxonomy.labels],
+                "label_nodes": {lab.name: lab.node for lab in view.taxonomy.labels},
+                "labeled_nodes": [n for n in sup.names if n in view.labeled_nodes],
+                "missing_nodes": [n for n in sup.names if n not in view.labeled_nodes],
+                "rules": view.taxonomy.rules,
+            })
+        return {"workspace": str(self.folder), "schema_version": self.schema_version,
+                "super_taxonomy": sup.to_dict(), "projects": out, "models": len(self.models())}
+
+
+def _connect(path: Path) -> Database:
+    # isolation_level=None: sqlite-utils' atomic() issues BEGIN/COMMIT itself; nothing is left pending.
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise WorkspaceError(f"{path}: not a Labeler workspace ({e})") from e
+    return Database(conn)
+
+
+def _check_box(box: Box) -> Box:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError) as e:
+        raise WorkspaceError(f"a box is four numbers x1, y1, x2, y2, got {box!r}") from e
+    if not all(v == v and abs(v) != float("inf") for v in (x1, y1, x2, y2)):
+        raise WorkspaceError(f"box has a NaN or infinite coordinate: {box!r}")
+    if x2 < x1 or y2 < y1:
+        raise WorkspaceError(f"box corners are reversed: {box!r}")
+    return x1, y1, x2, y2
