@@ -423,6 +423,73 @@ class Workspace:
         return {"workspace": str(self.folder), "schema_version": self.schema_version,
                 "super_taxonomy": sup.to_dict(), "projects": out, "models": len(self.models())}
 
+    # --- bulk import and export (projects/formats) -------------------------------------------
+    def bulk_import(self, project_id: int, images: Sequence[dict[str, Any]],
+                    annotations: Iterable[Sequence[Any]]) -> list[int]:
+        """Insert many images and annotations in one transaction; returns the image ids in `images` order.
+
+        Why: an import of 1,000,000 boxes through `add_annotation` takes many minutes; plain
+        `executemany` of tuples takes seconds (sqlite-utils' `insert_all` builds a dict per row: 4.5x slower on
+        200,000 rows here). `images` are dicts with path, sha256, width, height, status and
+        optionally added_at and status_updated_at; a path already in the project is reused, and its
+        status moves from unlabeled to the given one (never back). `annotations` are tuples (index into
+        `images`, label_id, x1, y1, x2, y2, provenance, author, model_id, created_at, updated_at,
+        deleted_at); the caller has checked boxes and labels (projects/formats/importer.py does).
+        """
+        t = now()
+        with self.db.atomic():
+            stored = [self.stored_path(Path(im["path"])) for im in images]
+            existing = dict(self.db.execute("SELECT path, id FROM images WHERE project_id=?", [project_id]).fetchall())
+            rows, seen = [], set(existing)
+            for im, path in zip(images, stored):
+                status = im.get("status") or "unlabeled"
+                if status not in STATUSES:
+                    raise WorkspaceError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
+                if path in seen:
+                    if path in existing and status != "unlabeled":
+                        self.db.execute("UPDATE images SET status=?, status_updated_at=? WHERE id=? AND "
+                                        "status='unlabeled'", [status, t, existing[path]])
+                    continue
+                seen.add(path)
+                rows.append((project_id, path, im["sha256"], int(im["width"]), int(im["height"]),
+                             im.get("added_at") or t, split_bucket(im["sha256"]), status,
+                             im.get("status_updated_at") or t))
+            self.db.conn.executemany(
+                "INSERT INTO images (project_id, path, sha256, width, height, added_at, split_bucket, status, "
+                "status_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            by_path = dict(self.db.execute("SELECT path, id FROM images WHERE project_id=?", [project_id]).fetchall())
+            ids = [by_path[p] for p in stored]
+
+            def checked(rows: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
+                for a in rows:
+                    if a[6] not in PROVENANCES:
+                        raise WorkspaceError(f"unknown provenance {a[6]!r} (one of {', '.join(PROVENANCES)})")
+                    yield (ids[a[0]], *a[1:])
+
+            self.db.conn.executemany(
+                "INSERT INTO annotations (image_id, label_id, x1, y1, x2, y2, provenance, author, model_id, "
+                "created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", checked(annotations))
+        return ids
+
+    def project_export_rows(self, project: str, only_submitted: bool = False, include_deleted: bool = False
+                            ) -> tuple[list[dict[str, Any]], Iterator[tuple[Any, ...]]]:
+        """A project's images (dicts, by id) and its annotations as tuples sorted by image, for exporters.
+
+        Annotation tuples: (image_id, label_id, x1, y1, x2, y2, provenance, author, model version or None,
+        created_at, updated_at, deleted_at). One query each instead of one per image (100,000 images).
+        """
+        pid = self.project_id(project)
+        only = " AND i.status = 'submitted'" if only_submitted else ""
+        images = [dict(r) for r in self._rows(f"SELECT i.* FROM images i WHERE i.project_id = ?{only} ORDER BY i.id",
+                                               [pid])]
+        live = "" if include_deleted else " AND a.deleted_at IS NULL"
+        cur = self.db.execute(
+            "SELECT a.image_id, a.label_id, a.x1, a.y1, a.x2, a.y2, a.provenance, a.author, m.version, "
+            "a.created_at, a.updated_at, a.deleted_at FROM annotations a JOIN images i ON i.id = a.image_id "
+            f"LEFT JOIN models m ON m.id = a.model_id WHERE i.project_id = ?{only}{live} ORDER BY a.image_id, a.id",
+            [pid])
+        return images, iter(cur)
+
 
 def _connect(path: Path) -> Database:
     # isolation_level=None: sqlite-utils' atomic() issues BEGIN/COMMIT itself; nothing is left pending.
