@@ -78,7 +78,8 @@ class TaxonomyAnchorLabeler:
             bw = (box_weights[b].to(device).float().reshape(-1) if box_weights is not None
                   else torch.ones(len(gt), device=device))
             has_pos = (tgt.sum(1) > 0).float()
-            _, box_t, match = self.target_assigner.assign(anchor_list, BoxList(gt), torch.arange(len(gt), device=device))
+            ids = torch.arange(len(gt), device=device)
+            _, box_t, match = self.target_assigner.assign(anchor_list, BoxList(gt), ids)
             cls_t = match.gather_based_on_match(tgt, unmatched_value=zeros_k, ignored_value=zeros_k)
             unk_t = match.gather_based_on_match(unk, unmatched_value=zeros_k, ignored_value=zeros_k)
             assigned = (match.match_results != -2).float().unsqueeze(1)
