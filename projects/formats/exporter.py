@@ -1,0 +1,147 @@
+"""Export: read one project out of the workspace and hand it to a format's writer, atomically.
+
+The writer fills a fresh temporary folder (or file) next to OUT; only when it has finished is it
+renamed to OUT, so an export that fails halfway leaves no half-written dataset that a training
+pipeline could pick up by mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from projects.formats.common import ExportData, ExportImage, ExportLabel, TransferError
+from projects.formats.registry import get_format
+from projects.split import split_of
+from projects.workspace import Workspace
+
+CHUNK = 100_000  # annotation rows converted to arrays at a time (bounded memory for 1,000,000 boxes)
+
+
+@dataclass
+class ExportReport:
+    format: str
+    out: str
+    project: str
+    images: int = 0
+    boxes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"exported {self.boxes} boxes on {self.images} images of {self.project!r} to {self.out} "
+                f"({self.format})", *self.notes]
+
+
+def export_project(ws: Workspace, project: str, format_name: str, out: str | Path, only_submitted: bool = False,
+                   copy_images: bool = True, overwrite: bool = False) -> ExportReport:
+    """Write `project` in `format_name` to `out` (a folder, or one file for the archive)."""
+    fmt = get_format(format_name)
+    out = Path(out)
+    if out.exists() and not overwrite and (out.is_file() or out.is_symlink() or any(out.iterdir())):
+        raise TransferError(f"{out}: already exists; choose a new path or pass --overwrite")
+    if out.exists() and fmt.writes_file == out.is_dir():
+        kind = "a folder" if out.is_dir() else "a file"
+        raise TransferError(f"{out}: is {kind}; the {format_name} export writes "
+                            f"{'one file' if fmt.writes_file else 'a folder'}")
+    data = export_data(ws, project, only_submitted, include_deleted=fmt.keeps_history,
+                       copy_images=copy_images or fmt.keeps_history)
+    if data.copy_images:
+        missing = [f"{im.path}" for im in data.images if not im.path.is_file()]
+        if missing:
+            raise TransferError(f"{len(missing)} image files of project {project!r} are missing; "
+                                "pass --no-images to export the annotations alone:\n  " + "\n  ".join(missing[:20]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    _remove(tmp)
+    if not fmt.writes_file:
+        tmp.mkdir()
+    try:
+        fmt.write(data, tmp)
+        _replace(tmp, out)
+    except BaseException:
+        _remove(tmp)
+        raise
+    report = ExportReport(format_name, str(out), project, len(data.images), len(data.boxes))
+    if not data.copy_images:
+        report.notes.append("images were not copied (--no-images): file names refer to the export's image folder")
+    return report
+
+
+def export_data(ws: Workspace, project: str, only_submitted: bool = False, include_deleted: bool = False,
+                copy_images: bool = True) -> ExportData:
+    """The project as arrays and small records, in the customer's label names and label order."""
+    labels_rows = ws.labels(project)
+    labels = [ExportLabel(r["name"], r["node"], r["color"], r["shortcut"]) for r in labels_rows]
+    label_index = {r["id"]: i for i, r in enumerate(labels_rows)}
+    sup = ws.super_taxonomy()
+    needed: dict[str, None] = {}
+    for lab in labels:
+        for n in reversed(sup.path_to_root(lab.node)):
+            needed.setdefault(n)
+    nodes = [{"name": n, "parent": sup.parent[n]} for n in needed]
+    rules = ws.taxonomy(project).rules
+    image_rows, ann_rows = ws.project_export_rows(project, only_submitted, include_deleted)
+    images = _export_images(ws, image_rows)
+    image_index = {r["id"]: i for i, r in enumerate(image_rows)}
+
+    parts: list[np.ndarray] = []
+    extras: list[dict[str, Any]] | None = [] if include_deleted else None
+    while True:
+        chunk = list(_take(ann_rows, CHUNK))
+        if not chunk:
+            break
+        arr = np.array([(image_index[r[0]], label_index[r[1]], r[2], r[3], r[4], r[5]) for r in chunk],
+                       dtype=np.float64)
+        parts.append(arr)
+        if extras is not None:
+            extras.extend({"provenance": r[6], "author": r[7], "model_version": r[8], "created_at": r[9],
+                           "updated_at": r[10], "deleted_at": r[11]} for r in chunk)
+    table = np.concatenate(parts) if parts else np.zeros((0, 6))
+    return ExportData(project, labels, rules, nodes, images, table[:, 0].astype(np.int64),
+                      table[:, 1].astype(np.int64), np.ascontiguousarray(table[:, 2:6]), extras, copy_images)
+
+
+def _take(it, n: int):
+    for _, row in zip(range(n), it):
+        yield row
+
+
+def _export_images(ws: Workspace, rows: list[dict[str, Any]]) -> list[ExportImage]:
+    """Each image gets a unique file name in the export: its own, or `stem_<id>.ext` when two share a stem.
+
+    Stems must be unique (not just names): YOLO and VOC name each label file after the image's stem.
+    """
+    stems: dict[str, int] = {}
+    for r in rows:
+        stem = PurePosixPath(r["path"].replace("\\", "/")).stem.lower()
+        stems[stem] = stems.get(stem, 0) + 1
+    out = []
+    for r in rows:
+        p = PurePosixPath(r["path"].replace("\\", "/"))
+        name = p.name if stems[p.stem.lower()] == 1 else f"{p.stem}_{r['id']}{p.suffix}"
+        out.append(ExportImage(r["id"], ws.image_path(r["path"]), name, r["width"], r["height"], r["sha256"],
+                               r["status"], split_of(r["split_bucket"]), r["added_at"], r["status_updated_at"]))
+    return out
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Put the finished export at `out`, replacing what was there (only reached with --overwrite or empty)."""
+    if out.is_dir() and not out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        _remove(old)
+    else:
+        os.replace(tmp, out)

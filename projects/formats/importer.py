@@ -1,0 +1,538 @@
+"""Import: read another tool's files, check everything, then write it all in one transaction.
+
+The order is the point. Parsing, label matching, finding and probing every image and checking every
+box happen first, with nothing written; a problem that must stop the import is raised then, naming
+the file and the place, and the workspace is untouched. Only a plan that passed all checks is
+written, inside one `ws.transaction()`, so a crash or an error halfway leaves nothing half-imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import yaml
+
+from projects.formats.common import IMAGE_SUFFIXES, Dataset, FormatError, ImageEntry, PathGuard, TransferError
+from projects.formats.registry import ReadContext, get_format
+from projects.imaging import ImageError, ImageInfo, probe_image
+from projects.schema import STATUSES
+from projects.taxonomy import CustomerTaxonomy, Label
+from projects.workspace import Workspace, default_author, now
+
+BAD_BOX_POLICIES = ("clamp", "skip", "error")
+EXAMPLES = 20  # places kept per kind of issue in a report
+TOLERANCE = 1e-3  # pixels a box may overshoot the image before it counts as outside (float noise)
+
+
+@dataclass
+class ImportOptions:
+    images_dir: Path | None = None  # looked in first for every image the annotations name
+    mapping: dict[str, str | None] | None = None  # file label -> project label (None drops its boxes)
+    add_labels: bool = False  # create labels the project lacks, each mapped to the node of the same name
+    skip_missing: bool = False  # skip (and report) images that cannot be found or read, with their boxes
+    bad_boxes: str = "clamp"  # boxes partly outside the image: clamp, skip or error
+    trust_sizes: bool = False  # take image sizes from the annotation file: hash the files, do not decode them
+    status: str = "submitted"  # status of imported images (another tool's finished labels)
+    author: str | None = None
+    dry_run: bool = False  # check everything, write nothing
+    workers: int = 2  # threads probing images (decoding releases the GIL)
+
+
+@dataclass
+class ImportReport:
+    format: str
+    source: str
+    project: str
+    images_added: int = 0
+    images_existing: int = 0
+    boxes_imported: int = 0
+    labels_added: list[str] = field(default_factory=list)
+    project_created: bool = False
+    dry_run: bool = False
+    counts: Counter[str] = field(default_factory=Counter)  # issue kind -> how many
+    examples: dict[str, list[str]] = field(default_factory=dict)  # issue kind -> first places
+
+    def issue(self, kind: str, where: str, n: int = 1) -> None:
+        self.counts[kind] += n
+        ex = self.examples.setdefault(kind, [])
+        if len(ex) < EXAMPLES:
+            ex.append(where)
+
+    def lines(self, limit: int = 5) -> list[str]:
+        """Human-readable summary: what was imported, then each kind of issue with its first places."""
+        verb = "would import" if self.dry_run else "imported"
+        out = [f"{verb} {self.boxes_imported} boxes on {self.images_added + self.images_existing} images "
+               f"({self.images_added} new, {self.images_existing} already in the project) into {self.project!r} "
+               f"from {self.source} ({self.format})"]
+        if self.project_created:
+            out.append(f"created project {self.project!r}")
+        if self.labels_added:
+            out.append(f"added labels: {', '.join(self.labels_added)}")
+        for kind, n in sorted(self.counts.items()):
+            out.append(f"{kind}: {n}")
+            for where in self.examples.get(kind, [])[:limit]:
+                out.append(f"    {where}")
+            if n > limit:
+                out.append(f"    ... and {n - min(limit, len(self.examples.get(kind, [])))} more")
+        return out
+
+
+def load_mapping(path: str | Path) -> dict[str, str | None]:
+    """A label mapping file (YAML or JSON): `{name in the file: project label, or null to drop its boxes}`."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise TransferError(f"{p}: cannot read the mapping file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise TransferError(f"{p}: the mapping file is not UTF-8 text") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise FormatError(p, f"line {mark.line + 1}" if mark else "", "not valid YAML/JSON") from e
+    if not isinstance(data, dict):
+        raise FormatError(p, "", "a mapping file is a mapping {name in the file: project label}")
+    out: dict[str, str | None] = {}
+    for k, v in data.items():
+        if v is not None and not isinstance(v, str):
+            raise FormatError(p, f"key {k!r}", f"expected a label name or null, got {v!r}")
+        out[str(k)] = v
+    return out
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+def import_annotations(ws: Workspace, project: str, format_name: str, path: str | Path,
+                       options: ImportOptions | None = None) -> ImportReport:
+    """Import `path` (as the other tool wrote it) into `project`; all or nothing."""
+    opts = options or ImportOptions()
+    if opts.bad_boxes not in BAD_BOX_POLICIES:
+        raise TransferError(f"bad-box policy {opts.bad_boxes!r}: one of {', '.join(BAD_BOX_POLICIES)}")
+    if opts.status not in STATUSES:
+        raise TransferError(f"status {opts.status!r}: one of {', '.join(STATUSES)}")
+    fmt = get_format(format_name)
+    path = Path(path)
+    if not path.exists():
+        raise TransferError(f"{path}: no such file or folder")
+    if opts.images_dir is not None and not Path(opts.images_dir).is_dir():
+        raise TransferError(f"{opts.images_dir}: --images must be a folder")
+    report = ImportReport(format_name, str(path), project, dry_run=opts.dry_run)
+    # Scratch inside the workspace: staged archive images move into place by rename, on one file system.
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=ws.folder) as scratch:
+        ds = fmt.read(path, ReadContext(scratch=Path(scratch), images_dir=opts.images_dir))
+        for kind, n in ds.notes.items():
+            for where in ds.examples.get(kind, []):
+                report.issue(kind, where, 0)
+            report.counts[kind] += n
+        plan = _plan(ws, project, ds, opts, report)
+        if not opts.dry_run:
+            _apply(ws, plan, report)
+    return report
+
+
+@dataclass
+class _Plan:
+    project: str
+    project_exists: bool
+    new_labels: list[Label]  # created before the boxes, in this order
+    label_targets: list[str | None]  # per dataset label: project label name, None when dropped
+    images: list[dict[str, Any]]  # rows for Workspace.bulk_import (path, sha256, width, height, status...)
+    staged: list[tuple[Path, Path] | None]  # per image row: (staged file, final place) for archive images
+    box_image: np.ndarray  # index into images
+    box_label: np.ndarray  # index into ds.labels
+    boxes: np.ndarray
+    extras: list[dict[str, Any]] | None
+    taxonomy: dict[str, Any] | None
+
+
+def _plan(ws: Workspace, project: str, ds: Dataset, opts: ImportOptions, report: ImportReport) -> _Plan:
+    exists = project in ws.project_names()
+    if not exists and ds.taxonomy is None:
+        ws.project_id(project)  # raises, naming the known projects
+    targets, new_labels = _match_labels(ws, project if exists else None, ds, opts, report)
+
+    # Locate and probe every image before any box is looked at.
+    entry_image, infos, staged = _locate_and_probe(ws, project, ds, opts, report)
+    n_boxes = len(ds)
+    box_entry = np.frombuffer(ds.box_image, dtype=np.int64) if n_boxes else np.zeros(0, np.int64)
+    box_label = np.frombuffer(ds.box_label, dtype=np.int64) if n_boxes else np.zeros(0, np.int64)
+    boxes = ds.box_array()
+    box_img = entry_image[box_entry] if n_boxes else np.zeros(0, np.int64)
+    keep = box_img >= 0
+    dropped_label = np.array([t is None for t in targets], dtype=bool)
+    if n_boxes and dropped_label.any():
+        drop = keep & dropped_label[box_label]
+        for k in np.flatnonzero(drop)[:EXAMPLES]:
+            report.issue("boxes dropped by the label mapping", ds.where(int(k)), 0)
+        report.counts["boxes dropped by the label mapping"] += int(drop.sum())
+        keep &= ~drop
+    sizes = np.array([(i.width, i.height) for i in infos], dtype=np.float64).reshape(-1, 2)
+    rel = np.array([e.relative for e in ds.images], dtype=bool)
+    if n_boxes:
+        safe_img = np.where(box_img >= 0, box_img, 0)
+        wh = sizes[safe_img] if len(sizes) else np.ones((n_boxes, 2))
+        scale = np.where(rel[box_entry][:, None], np.concatenate([wh, wh], axis=1), 1.0)
+        boxes = boxes * scale
+        keep &= _check_boxes(boxes, wh, keep, ds, opts.bad_boxes, report)
+    idx = np.flatnonzero(keep)
+
+    rows = []
+    for info, extra in zip(infos, _image_extras(ds, entry_image, len(infos))):
+        rows.append({"path": info.path, "sha256": info.sha256, "width": info.width, "height": info.height,
+                     "status": extra.get("status") or opts.status, "added_at": extra.get("added_at"),
+                     "status_updated_at": extra.get("status_updated_at")})
+    if exists:
+        idx = idx[_not_yet_there(ws, project, rows, box_img, box_label, boxes, idx, targets, ds, report)]
+    extras = [ds.box_extra[k] for k in idx] if ds.box_extra is not None else None
+    return _Plan(project, exists, new_labels, targets, rows, staged, box_img[idx], box_label[idx], boxes[idx],
+                 extras, ds.taxonomy)
+
+
+def _image_extras(ds: Dataset, entry_image: np.ndarray, n: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for e, i in zip(ds.images, entry_image):
+        if i >= 0 and e.extra and not out[i]:
+            out[i] = e.extra
+    return out
+
+
+# --- labels --------------------------------------------------------------------------------------
+def _match_labels(ws: Workspace, project: str | None, ds: Dataset, opts: ImportOptions,
+                  report: ImportReport) -> tuple[list[str | None], list[Label]]:
+    """Each dataset label's project label (None: dropped by the mapping), and the labels to create."""
+    have = {lab["name"] for lab in ws.labels(project)} if project else set()
+    archive_labels = {lab["name"]: lab for lab in (ds.taxonomy or {}).get("labels", [])}
+    creating = ds.taxonomy is not None and project is None  # a new project built from an archive
+    used = np.bincount(np.frombuffer(ds.box_label, dtype=np.int64), minlength=len(ds.labels)) if len(ds) else \
+        np.zeros(len(ds.labels), dtype=np.int64)
+    mapping = opts.mapping or {}
+    targets: list[str | None] = []
+    new: dict[str, Label] = {}
+    unknown: list[str] = []
+    for i, name in enumerate(ds.labels):
+        target = mapping[name] if name in mapping else name
+        targets.append(target)
+        if target is None or target in have or target in new:
+            continue
+        if target in archive_labels and (creating or opts.add_labels):
+            a = archive_labels[target]
+            new[target] = Label(target, a["node"], a.get("color") or "#e6194b", a.get("shortcut"))
+        elif opts.add_labels:
+            new[target] = Label(target, target, "")  # "": the workspace picks a palette colour
+        elif used[i] or creating:
+            unknown.append(name)
+    if creating:  # every label of the archived taxonomy, used or not, in its order
+        ordered = [Label(a["name"], a["node"], a.get("color") or "#e6194b", a.get("shortcut"))
+                   for a in archive_labels.values()]
+        new = {lab.name: lab for lab in ordered} | new
+        unknown = [u for u in unknown if (mapping.get(u, u)) not in new]
+    if unknown:
+        lower = {h.lower(): h for h in have}
+        parts = []
+        for name in unknown:
+            hint = f"; did you mean {lower[name.lower()]!r}?" if name.lower() in lower else ""
+            parts.append(f"{name!r} ({used[ds.labels.index(name)]} boxes{hint})")
+        known = ", ".join(sorted(have)) or "none"
+        raise TransferError(f"{ds.source}: labels not in project {report.project!r}: {', '.join(parts)}. "
+                            f"Project labels: {known}. Map them with --map FILE or create them with --add-labels.")
+    report.labels_added = [lab.name for lab in new.values()] if not creating else []
+    return targets, list(new.values())
+
+
+# --- images --------------------------------------------------------------------------------------
+def _candidates(entry: ImageEntry, images_dir: Path | None) -> list[tuple[Path, str]]:
+    """(root, relative name) pairs to try for an entry, in order; every one stays inside its root.
+
+    A relative name is tried under --images and the entry's roots, then its bare file name under
+    --images. A name that is absolute or climbs with `..` is only ever looked up by its file name.
+    """
+    name = entry.name.replace("\\", "/")
+    roots = ([images_dir] if images_dir else []) + list(entry.roots)
+    base = PurePosixPath(name).name
+    pairs = [(r, base) for r in roots] if _unsafe(name) else \
+        [(r, name) for r in roots] + ([(images_dir, base)] if images_dir and base != name else [])
+    out: list[tuple[Path, str]] = []
+    for root, n in pairs:
+        if PurePosixPath(n).suffix in IMAGE_SUFFIXES:
+            out.append((root, n))
+        else:  # COCO files often name images without their extension
+            out.extend([(root, n), *((root, n + s) for s in IMAGE_SUFFIXES)])
+    return out
+
+
+def _unsafe(name: str) -> bool:
+    name = name.replace("\\", "/")
+    return name.startswith("/") or bool(re.match(r"^[A-Za-z]:", name)) or ".." in PurePosixPath(name).parts
+
+
+def _find(entry: ImageEntry, images_dir: Path | None, guard: PathGuard) -> Path | None:
+    for root, name in _candidates(entry, images_dir):
+        try:
+            p = guard.join(root, name, entry.source, entry.place)
+        except FormatError:
+            continue  # e.g. a symlink out of the root: never a candidate
+        if p.is_file():
+            return p
+    return None
+
+
+def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOptions, report: ImportReport
+                      ) -> tuple[np.ndarray, list[ImageInfo], list[tuple[Path, Path] | None]]:
+    """Map each entry to a unique probed image (or -1 when skipped); report what is missing or odd."""
+    images_dir = Path(opts.images_dir) if opts.images_dir else None
+    paths: list[Path | None] = []
+    missing: list[str] = []
+    guard = PathGuard()
+    for e in ds.images:
+        if e.path is None and _unsafe(e.name):
+            report.issue("image paths that were absolute or left their folder: looked up by file name only",
+                         f"{e.source}: {e.place}: {e.name}")
+        p = e.path or _find(e, images_dir, guard)
+        paths.append(p)
+        if p is None:
+            missing.append(f"{e.source}: {e.place}: {e.name}")
+    if missing and not opts.skip_missing:
+        where = f"--images {images_dir} and " if images_dir else ""
+        raise TransferError(f"{len(missing)} images named in the annotations cannot be found (looked in {where}the "
+                            f"annotation folders); pass --skip-missing to import the rest:\n  "
+                            + "\n  ".join(missing[:EXAMPLES]) + (f"\n  ... and {len(missing) - EXAMPLES} more"
+                                                                 if len(missing) > EXAMPLES else ""))
+    for m in missing:
+        report.issue("images not found, skipped with their boxes", m)
+
+    unique: dict[str, int] = {}
+    order: list[int] = []  # entry index of each unique image
+    entry_unique = np.full(len(ds.images), -1, dtype=np.int64)
+    for i, p in enumerate(paths):
+        if p is None:
+            continue
+        key = guard.real(p)
+        if key in unique:
+            report.issue("images named more than once (their boxes are merged)",
+                         f"{ds.images[i].source}: {ds.images[i].place}: {ds.images[i].name}")
+        else:
+            unique[key] = len(order)
+            order.append(i)
+        entry_unique[i] = unique[key]
+
+    def probe(i: int) -> ImageInfo | str:
+        e, p = ds.images[i], paths[i]
+        try:
+            if opts.trust_sizes and e.width and e.height and not e.extra.get("sha256"):
+                return ImageInfo(p, _sha256(p), int(e.width), int(e.height))
+            return probe_image(p)
+        except ImageError as err:
+            return f"{e.source}: {e.place}: {err}"
+
+    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
+        results = list(pool.map(probe, order, chunksize=64))
+    bad = [r for r in results if isinstance(r, str)]
+    if bad and not opts.skip_missing:
+        raise TransferError(f"{len(bad)} images cannot be read; pass --skip-missing to import the rest:\n  "
+                            + "\n  ".join(bad[:EXAMPLES]))
+    remap = np.full(len(order), -1, dtype=np.int64)
+    infos: list[ImageInfo] = []
+    staged: list[tuple[Path, Path] | None] = []
+    dest_dir = ws.folder / "images" / _safe_name(project)
+    taken: set[str] = set()
+    for u, (i, r) in enumerate(zip(order, results)):
+        if isinstance(r, str):
+            report.issue("unreadable images, skipped with their boxes", r)
+            continue
+        e = ds.images[i]
+        want = e.extra.get("sha256")
+        if want and want != r.sha256:
+            raise FormatError(e.source, e.place, f"image {e.name}: content does not match its recorded sha256")
+        if e.width and e.height and (e.width, e.height) != (r.width, r.height):
+            swapped = " (width and height swapped: EXIF orientation?)" if (e.width, e.height) == (r.height, r.width) \
+                else ""
+            report.issue("images whose real size differs from the size the file states (real size used)",
+                         f"{e.source}: {e.place}: {e.name}: file says {e.width}x{e.height}, image is "
+                         f"{r.width}x{r.height}{swapped}")
+        if e.extra.get("staged"):
+            final = _unique_dest(dest_dir, PurePosixPath(e.name).name, r.sha256, taken)
+            staged.append((r.path, final))
+            r = ImageInfo(final, r.sha256, r.width, r.height)
+        else:
+            staged.append(None)
+        remap[u] = len(infos)
+        infos.append(r)
+    entry_image = np.where(entry_unique >= 0, remap[np.maximum(entry_unique, 0)], -1) if len(order) else entry_unique
+    return entry_image, infos, staged
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
+    return h.hexdigest()
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "project"
+
+
+def _unique_dest(folder: Path, name: str, sha256: str, taken: set[str]) -> Path:
+    """Where a staged archive image goes: its own name, unless another file already holds it."""
+    stem, suffix = os.path.splitext(_safe_name(name))
+    for k in range(1_000_000):
+        candidate = f"{stem}{suffix}" if k == 0 else f"{stem}_{k}{suffix}"
+        p = folder / candidate
+        if candidate in taken:
+            continue
+        if not p.exists() or _sha256(p) == sha256:
+            taken.add(candidate)
+            return p
+    raise TransferError(f"{folder}: no free file name for {name}")
+
+
+# --- boxes ---------------------------------------------------------------------------------------
+def _check_boxes(boxes: np.ndarray, wh: np.ndarray, alive: np.ndarray, ds: Dataset, policy: str,
+                 report: ImportReport) -> np.ndarray:
+    """Keep-mask after the box checks; clamps `boxes` in place when the policy says so."""
+    x1, y1, x2, y2 = boxes.T
+    finite = np.isfinite(boxes).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        reversed_ = finite & ((x2 < x1) | (y2 < y1))
+        zero = finite & ~reversed_ & ((x2 == x1) | (y2 == y1))
+        outside = finite & ~reversed_ & ~zero & ((x1 < -TOLERANCE) | (y1 < -TOLERANCE) | (x2 > wh[:, 0] + TOLERANCE)
+                                                 | (y2 > wh[:, 1] + TOLERANCE))
+    keep = finite & ~reversed_ & ~zero
+    kinds = [("boxes with NaN or infinite coordinates, skipped", ~finite),
+             ("boxes with reversed corners, skipped", reversed_),
+             ("zero-area boxes, skipped", zero)]
+    if policy == "error":
+        bad = alive & (~keep | outside)
+        if bad.any():
+            lines = [f"{ds.where(int(k))}: {_describe(boxes[k], wh[k])}" for k in np.flatnonzero(bad)[:EXAMPLES]]
+            raise TransferError(f"{int(bad.sum())} invalid boxes (--bad-boxes error):\n  " + "\n  ".join(lines))
+    # Snap float noise at the edges and clamp; a box left with no area inside the image is skipped.
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, wh[:, [0]])
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, wh[:, [1]])
+    with np.errstate(invalid="ignore"):
+        emptied = keep & outside & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    if policy == "skip":
+        kinds.append(("boxes outside the image, skipped", outside))
+        keep &= ~outside
+    else:
+        kinds.append(("boxes entirely outside the image, skipped", emptied))
+        kinds.append(("boxes partly outside the image, clamped", outside & ~emptied))
+        keep &= ~emptied
+    for kind, mask in kinds:
+        mask = mask & alive
+        n = int(mask.sum())
+        if n:
+            report.counts[kind] += n
+            ex = report.examples.setdefault(kind, [])
+            for k in np.flatnonzero(mask)[:EXAMPLES]:
+                ex.append(ds.where(int(k)))
+    return keep
+
+
+def _describe(box: np.ndarray, wh: np.ndarray) -> str:
+    return f"box ({', '.join(f'{v:g}' for v in box)}) in a {int(wh[0])}x{int(wh[1])} image"
+
+
+def _not_yet_there(ws: Workspace, project: str, rows: list[dict[str, Any]], box_img: np.ndarray,
+                   box_label: np.ndarray, boxes: np.ndarray, idx: np.ndarray, targets: list[str | None],
+                   ds: Dataset, report: ImportReport) -> np.ndarray:
+    """Importing the same file twice must not double every box: boxes already on an image are left out."""
+    pid = ws.project_id(project)
+    stored = {ws.stored_path(Path(r["path"])): i for i, r in enumerate(rows)}
+    existing = {path: iid for path, iid in ws.db.execute("SELECT path, id FROM images WHERE project_id=?", [pid])
+                if path in stored}
+    report.images_existing = len(existing)
+    keep = np.ones(len(idx), dtype=bool)
+    if existing:
+        have: set[tuple] = set()
+        for path, iid in existing.items():
+            for a in ws.annotations(iid):
+                have.add((stored[path], a["label"], round(a["x1"], 3), round(a["y1"], 3), round(a["x2"], 3),
+                          round(a["y2"], 3)))
+        for j, k in enumerate(idx):
+            key = (int(box_img[k]), targets[box_label[k]], *(round(float(v), 3) for v in boxes[k]))
+            if key in have:
+                keep[j] = False
+                report.issue("boxes already in the project, not duplicated", ds.where(int(k)))
+    return keep
+
+
+# --- writing -------------------------------------------------------------------------------------
+def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
+    """Write the checked plan: one transaction; staged archive images move into place inside it."""
+    moved: list[Path] = []
+    author = default_author()
+    t = now()
+    try:
+        with ws.transaction():
+            if not plan.project_exists:
+                tax = plan.taxonomy or {}
+                _ensure_nodes(ws, tax.get("nodes", []))
+                ws.add_project(plan.project, CustomerTaxonomy(plan.new_labels, tax.get("rules") or {},
+                                                              name=plan.project, source=report.source))
+                report.project_created = True
+            else:
+                for lab in plan.new_labels:
+                    ws.ensure_node(lab.node)
+                    ws.add_label(plan.project, lab.name, lab.node, lab.color or None)
+            label_ids = {lab["name"]: lab["id"] for lab in ws.labels(plan.project)}
+            lid = np.array([label_ids[t] if t is not None else -1 for t in plan.label_targets], dtype=np.int64)
+            models = {m["version"]: m["id"] for m in ws.models()}
+            for pair in plan.staged:
+                if pair is not None and not pair[1].exists():
+                    pair[1].parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(pair[0], pair[1])
+                    moved.append(pair[1])
+            rows = _annotation_rows(plan, lid, models, author, t, report)
+            pid = ws.project_id(plan.project)
+            before = {r[0] for r in ws.db.execute("SELECT id FROM images WHERE project_id=?", [pid])}
+            ids = ws.bulk_import(pid, plan.images, rows)
+            report.images_added = len(set(ids) - before)
+            report.images_existing = len(set(ids) & before)
+            report.boxes_imported = len(plan.boxes)
+    except BaseException:
+        for p in moved:
+            p.unlink(missing_ok=True)
+        raise
+
+
+def _annotation_rows(plan: _Plan, lid: np.ndarray, models: dict[str, int], author: str, t: str,
+                     report: ImportReport):
+    labels = lid[plan.box_label].tolist()
+    images = plan.box_image.tolist()
+    coords = plan.boxes.tolist()
+    if plan.extras is None:
+        for img, lab, (x1, y1, x2, y2) in zip(images, labels, coords):
+            yield (img, lab, x1, y1, x2, y2, "imported", author, None, t, t, None)
+        return
+    lost: Counter[str] = Counter()
+    for img, lab, (x1, y1, x2, y2), ex in zip(images, labels, coords, plan.extras):
+        version = ex.get("model_version")
+        model_id = models.get(version) if version else None
+        if version and model_id is None:
+            lost[version] += 1
+        yield (img, lab, x1, y1, x2, y2, ex.get("provenance") or "imported", ex.get("author") or author, model_id,
+               ex.get("created_at") or t, ex.get("updated_at") or t, ex.get("deleted_at"))
+    for version, n in lost.items():
+        report.issue("annotations whose model version is not in this workspace (model link dropped)",
+                     f"model {version!r}: {n} annotations", 0)
+        report.counts["annotations whose model version is not in this workspace (model link dropped)"] += n
+
+
+def _ensure_nodes(ws: Workspace, nodes: list[dict[str, Any]]) -> None:
+    """Create the archived super-taxonomy nodes this workspace lacks, parents first."""
+    have = ws.node_ids()
+    for n in nodes:
+        if n["name"] not in have:
+            ws.ensure_node(n["name"], n.get("parent"))
