@@ -1,0 +1,75 @@
+"""The current image's annotations: label, size and provenance, selection kept in step with the canvas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
+
+from widgets.box_item import Box
+from widgets.labels_panel import swatch
+
+
+@dataclass(frozen=True)
+class AnnotationRow:
+    id: int
+    label: str
+    color: str
+    box: Box
+    provenance: str
+
+
+class AnnotationList(QTreeWidget):
+    selection_changed = Signal(object)  # list[int] of annotation ids the user selected here
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setColumnCount(3)
+        self.setHeaderLabels(["Label", "Size", "Provenance"])
+        self.setRootIsDecorated(False)
+        self.setUniformRowHeights(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.itemSelectionChanged.connect(self._emit_selection)
+        self._quiet = False
+
+    def set_annotations(self, rows: list[AnnotationRow]) -> None:
+        self._quiet = True
+        try:
+            selected = set(self.selected_ids())
+            self.clear()
+            for r in rows:
+                w, h = r.box[2] - r.box[0], r.box[3] - r.box[1]
+                item = QTreeWidgetItem([r.label, f"{w:.0f} × {h:.0f}", r.provenance])
+                item.setIcon(0, swatch(r.color))
+                item.setData(0, Qt.ItemDataRole.UserRole, r.id)
+                item.setToolTip(0, f"annotation {r.id}: x1 {r.box[0]:.1f}, y1 {r.box[1]:.1f}, "
+                                   f"x2 {r.box[2]:.1f}, y2 {r.box[3]:.1f}")
+                self.addTopLevelItem(item)
+                item.setSelected(r.id in selected)
+            for col in range(2):
+                self.resizeColumnToContents(col)
+        finally:
+            self._quiet = False
+
+    def ids(self) -> list[int]:
+        return [self.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole) for i in range(self.topLevelItemCount())]
+
+    def selected_ids(self) -> list[int]:
+        return sorted(item.data(0, Qt.ItemDataRole.UserRole) for item in self.selectedItems())
+
+    def set_selected(self, ids: list[int]) -> None:
+        """Mirror the canvas selection without echoing it back."""
+        self._quiet = True
+        try:
+            wanted = set(ids)
+            for i in range(self.topLevelItemCount()):
+                item = self.topLevelItem(i)
+                item.setSelected(item.data(0, Qt.ItemDataRole.UserRole) in wanted)
+        finally:
+            self._quiet = False
+
+    def _emit_selection(self) -> None:
+        if not self._quiet:
+            self.selection_changed.emit(self.selected_ids())

@@ -1,0 +1,513 @@
+"""The canvas: one image with its boxes, and the mouse gestures that edit them.
+
+Gestures (the app's key table documents the same ones):
+- left-drag on empty image: draw a box (crosshair and size readout while drawing);
+- click a box: select it (Ctrl+click toggles); drag it: move; drag a handle of a selected box: resize;
+- wheel: zoom at the cursor; middle-drag or Space+left-drag: pan;
+- double-click a proposal: accept it.
+
+The canvas never writes anything: it edits its items locally while the mouse is down and, on
+release, emits what changed (`box_drawn`, `boxes_changed`). The app turns that into an undoable
+command that writes the workspace and then hands the stored boxes back with `set_annotations`.
+Coordinates are image pixels (pixel edges at integers); new corners snap to whole pixels and every
+box is clamped to the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QGraphicsLineItem,
+    QGraphicsRectItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
+
+from widgets.box_item import ANNOTATION, PROPOSAL, Box, BoxItem, BoxSpec
+from widgets.image_item import ImageItem
+from widgets.placeholder import ERROR, LOADING, PlaceholderItem
+
+MIN_BOX = 2.0  # a drag smaller than this (image pixels) is a click, not a box
+MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
+
+
+def _spec(p: BoxSpec | Sequence) -> BoxSpec:
+    """Accept a BoxSpec or a plain (id, label, color, box[, score]) tuple."""
+    if isinstance(p, BoxSpec):
+        return p
+    return BoxSpec(int(p[0]), str(p[1]), str(p[2]), tuple(float(v) for v in p[3]),
+                   None if len(p) < 5 or p[4] is None else float(p[4]))
+
+
+class _Readout(QGraphicsItem):
+    """A small text tag that keeps its screen size (size while drawing, e.g. "120 × 48")."""
+
+    def __init__(self):
+        super().__init__()
+        self.text = ""
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
+        self.setZValue(100)
+        self._font = QFont()
+        self._font.setPixelSize(12)
+
+    def set_text(self, text: str) -> None:
+        self.prepareGeometryChange()
+        self.text = text
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(0, 0, 9 * len(self.text) + 12, 20)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        painter.setBrush(QColor(0, 0, 0, 190))
+        painter.setPen(Qt.PenStyle.NoPen)
+        r = self.boundingRect()
+        painter.drawRoundedRect(r, 3, 3)
+        painter.setPen(QColor(255, 255, 255))
+        painter.setFont(self._font)
+        painter.drawText(r, Qt.AlignmentFlag.AlignCenter, self.text)
+
+
+class Canvas(QGraphicsView):
+    box_drawn = Signal(object)  # Box: the user drew a new box
+    boxes_changed = Signal(object)  # dict[int, Box]: boxes moved or resized with the mouse (one gesture)
+    boxes_nudged = Signal(object)  # dict[int, Box]: boxes moved with the arrow keys (one key press)
+    selection_changed = Signal(object)  # list[int]: selected annotation ids, after a user action
+    proposal_selected = Signal(object)  # list[int]: selected proposal ids
+    proposal_accepted = Signal(int)
+    proposal_rejected = Signal(int)
+    cursor_moved = Signal(float, float)  # image coordinates under the mouse
+    zoom_changed = Signal(float)  # screen pixels per image pixel
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(QColor(36, 36, 40))
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._picture: ImageItem | PlaceholderItem | None = None
+        self._size = (0, 0)
+        self._editable = False
+        self._boxes: dict[int, BoxItem] = {}
+        self._proposals: dict[int, BoxItem] = {}
+        self._fit_mode = True
+        self._space = False
+        self._mode: str | None = None  # draw, move, resize, pan
+        self._press_scene = QPointF()
+        self._press_view = QPoint()
+        self._handle: str | None = None
+        self._orig: dict[int, QRectF] = {}
+        pen = QPen(QColor(255, 255, 255, 170), 1, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        self._cross = (QGraphicsLineItem(), QGraphicsLineItem())
+        for line in self._cross:
+            line.setPen(pen)
+            line.setZValue(90)
+            line.setVisible(False)
+            self.scene().addItem(line)
+        draft_pen = QPen(QColor(255, 255, 0), 1.5, Qt.PenStyle.DashLine)
+        draft_pen.setCosmetic(True)
+        self._draft = QGraphicsRectItem()
+        self._draft.setPen(draft_pen)
+        self._draft.setBrush(QColor(255, 255, 0, 30))
+        self._draft.setZValue(80)
+        self._draft.setVisible(False)
+        self.scene().addItem(self._draft)
+        self._readout = _Readout()
+        self._readout.setVisible(False)
+        self.scene().addItem(self._readout)
+
+    # --- content -----------------------------------------------------------------------------
+    def set_image(self, levels: list[QImage]) -> None:
+        """Show a decoded image (full resolution first, then smaller levels); boxes stay."""
+        self._set_picture(ImageItem(levels))
+        self._editable = True
+
+    def set_placeholder(self, width: int, height: int, message: str, kind: str = ERROR) -> None:
+        """Show a placeholder of the image's recorded size: `kind` is "error" or "loading".
+        Nothing can be drawn on it, but its boxes are still shown."""
+        if kind not in (ERROR, LOADING):
+            raise ValueError(f"unknown placeholder kind {kind!r}")
+        self._set_picture(PlaceholderItem(width or 640, height or 480, message, kind))
+        self._editable = False
+        self._cancel_gesture()
+
+    def _set_picture(self, item: ImageItem | PlaceholderItem) -> None:
+        if self._picture is not None:
+            self.scene().removeItem(self._picture)
+        self._picture = item
+        self.scene().addItem(item)
+        size = (item.width, item.height)
+        if size != self._size:
+            self._size = size
+            m = max(size) * 0.5
+            self.scene().setSceneRect(QRectF(-m, -m, size[0] + 2 * m, size[1] + 2 * m))
+            self._fit_mode = True
+        if self._fit_mode:
+            self.fit()
+        self.viewport().update()
+
+    def picture(self) -> ImageItem | PlaceholderItem | None:
+        return self._picture
+
+    def has_image(self) -> bool:
+        return isinstance(self._picture, ImageItem)
+
+    def image_size(self) -> tuple[int, int]:
+        return self._size
+
+    def is_editable(self) -> bool:
+        return self._editable
+
+    def set_annotations(self, specs: Iterable[BoxSpec | Sequence]) -> None:
+        """Show these annotation boxes; items are reused by id, so the selection survives a refresh."""
+        self._sync(self._boxes, [_spec(s) for s in specs], ANNOTATION)
+
+    def set_proposals(self, proposals: Iterable[BoxSpec | Sequence]) -> None:
+        """Show model proposals, dashed with their score: `(id, label, color, box, score)` each."""
+        self._sync(self._proposals, [_spec(p) for p in proposals], PROPOSAL)
+
+    def _sync(self, items: dict[int, BoxItem], specs: list[BoxSpec], style: str) -> None:
+        scale = self.scale_factor()
+        wanted = {s.id for s in specs}
+        for gone in [i for i in items if i not in wanted]:
+            self.scene().removeItem(items.pop(gone))
+        for s in specs:
+            if s.id in items:
+                items[s.id].update_spec(s)
+            else:
+                item = BoxItem(s, style)
+                item.set_view_scale(scale)
+                items[s.id] = item
+                self.scene().addItem(item)
+
+    def annotation_boxes(self) -> dict[int, Box]:
+        return {i: item.box() for i, item in self._boxes.items()}
+
+    def proposal_boxes(self) -> dict[int, Box]:
+        return {i: item.box() for i, item in self._proposals.items()}
+
+    def box_item(self, item_id: int, proposal: bool = False) -> BoxItem | None:
+        return (self._proposals if proposal else self._boxes).get(item_id)
+
+    # --- selection ---------------------------------------------------------------------------
+    def selected_ids(self) -> list[int]:
+        return sorted(i for i, item in self._boxes.items() if item.isSelected())
+
+    def selected_proposal_ids(self) -> list[int]:
+        return sorted(i for i, item in self._proposals.items() if item.isSelected())
+
+    def select(self, ids: Iterable[int], proposals: Iterable[int] = ()) -> None:
+        """Select exactly these boxes (no signal: the caller already knows)."""
+        ids, proposals = set(ids), set(proposals)
+        for i, item in self._boxes.items():
+            item.setSelected(i in ids)
+        for i, item in self._proposals.items():
+            item.setSelected(i in proposals)
+
+    def select_next(self, step: int = 1) -> None:
+        """Cycle the selection through the boxes in reading order (Tab / Shift+Tab)."""
+        if not self._boxes:
+            return
+        order = sorted(self._boxes, key=lambda i: (self._boxes[i].box()[1], self._boxes[i].box()[0], i))
+        sel = self.selected_ids()
+        k = (order.index(sel[0]) + step) % len(order) if sel else (0 if step > 0 else len(order) - 1)
+        self.select([order[k]])
+        self.selection_changed.emit(self.selected_ids())
+
+    def accept_proposal(self, proposal_id: int) -> None:
+        if proposal_id in self._proposals:
+            self.proposal_accepted.emit(proposal_id)
+
+    def reject_proposal(self, proposal_id: int) -> None:
+        if proposal_id in self._proposals:
+            self.proposal_rejected.emit(proposal_id)
+
+    # --- keyboard edits ----------------------------------------------------------------------
+    def nudge(self, dx: float, dy: float) -> None:
+        """Move the selected boxes by (dx, dy) pixels, stopping at the image border."""
+        items = [self._boxes[i] for i in self.selected_ids()]
+        if not items or not self._size[0]:
+            return
+        dx, dy = self._clamp_delta([it.rect() for it in items], dx, dy)
+        if dx == 0 and dy == 0:
+            return
+        changed = {}
+        for it in items:
+            r = it.rect().translated(dx, dy)
+            it.set_box((r.left(), r.top(), r.right(), r.bottom()))
+            changed[it.item_id] = it.box()
+        self.boxes_nudged.emit(changed)
+
+    # --- zoom --------------------------------------------------------------------------------
+    def scale_factor(self) -> float:
+        return self.transform().m11()
+
+    def fit(self) -> None:
+        """Fit the whole image in the window (and keep fitting when the window resizes)."""
+        self._fit_mode = True
+        if not self._size[0]:
+            return
+        view = self.viewport().rect()
+        s = min(view.width() / self._size[0], view.height() / self._size[1]) * 0.98
+        self._apply_scale(max(MIN_ZOOM, min(MAX_ZOOM, s)))
+        self.centerOn(self._size[0] / 2, self._size[1] / 2)
+
+    def actual_size(self) -> None:
+        """One image pixel per screen pixel, keeping the view's centre."""
+        center = self.mapToScene(self.viewport().rect().center())
+        self._fit_mode = False
+        self._apply_scale(1.0)
+        self.centerOn(center)
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        """Zoom by `factor`, keeping the image point under `anchor` (view coordinates) in place."""
+        anchor = anchor if anchor is not None else QPointF(self.viewport().rect().center())
+        target = max(MIN_ZOOM, min(MAX_ZOOM, self.scale_factor() * factor))
+        if target == self.scale_factor():
+            return
+        fixed = self.mapToScene(anchor.toPoint())
+        self._fit_mode = False
+        self._apply_scale(target)
+        moved = self.mapFromScene(fixed) - anchor.toPoint()
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
+
+    def _apply_scale(self, s: float) -> None:
+        self.resetTransform()
+        self.scale(s, s)
+        for item in (*self._boxes.values(), *self._proposals.values()):
+            item.set_view_scale(s)
+        self.zoom_changed.emit(s)
+
+    # --- geometry helpers ----------------------------------------------------------------------
+    def to_view(self, x: float, y: float) -> QPoint:
+        """Where image point (x, y) is in viewport pixels (tests and benchmarks drive the mouse with it)."""
+        return self.mapFromScene(QPointF(x, y))
+
+    def _clamp(self, p: QPointF, snap: bool = True) -> QPointF:
+        w, h = self._size
+        x, y = (round(p.x()), round(p.y())) if snap else (p.x(), p.y())
+        return QPointF(min(max(x, 0.0), float(w)), min(max(y, 0.0), float(h)))
+
+    def _clamp_delta(self, rects: list[QRectF], dx: float, dy: float) -> tuple[float, float]:
+        w, h = self._size
+        lo_x = max(-r.left() for r in rects)
+        hi_x = min(w - r.right() for r in rects)
+        lo_y = max(-r.top() for r in rects)
+        hi_y = min(h - r.bottom() for r in rects)
+        return min(max(dx, min(lo_x, 0.0)), max(hi_x, 0.0)), min(max(dy, min(lo_y, 0.0)), max(hi_y, 0.0))
+
+    def _inside_image(self, p: QPointF) -> bool:
+        return 0 <= p.x() <= self._size[0] and 0 <= p.y() <= self._size[1]
+
+    def _hit(self, items: dict[int, BoxItem], p: QPointF) -> BoxItem | None:
+        """The box under p: a selected one first, else the smallest (nested boxes stay reachable)."""
+        hits = [it for it in items.values() if it.hit(p)]
+        if not hits:
+            return None
+        return min(hits, key=lambda it: (not it.isSelected(), it.area()))
+
+    # --- mouse -------------------------------------------------------------------------------
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        p = self.mapToScene(event.position().toPoint())
+        self._press_scene, self._press_view = p, event.position().toPoint()
+        button = event.button()
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._space):
+            self._mode = "pan"
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            return
+        if button != Qt.MouseButton.LeftButton:
+            return
+        toggle = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        proposal = self._hit(self._proposals, p)
+        if proposal is not None:
+            self.select([] if not toggle else self.selected_ids(), [proposal.item_id])
+            self.proposal_selected.emit([proposal.item_id])
+            self.selection_changed.emit(self.selected_ids())
+            return
+        for item in self._boxes.values():
+            handle = item.handle_at(p)
+            if handle:
+                self._start(("resize", handle), [item])
+                return
+        box = self._hit(self._boxes, p)
+        if box is not None:
+            if toggle:
+                box.setSelected(not box.isSelected())
+            elif not box.isSelected():
+                self.select([box.item_id])
+            self.selection_changed.emit(self.selected_ids())
+            if box.isSelected():
+                self._start(("move", None), [self._boxes[i] for i in self.selected_ids()])
+            return
+        had = self.selected_ids() or self.selected_proposal_ids()
+        self.select([])
+        if had:
+            self.selection_changed.emit([])
+        if self._editable and self._inside_image(p):
+            self._mode = "draw"
+            self._press_scene = self._clamp(p)
+            self._draft.setRect(QRectF(self._press_scene, self._press_scene))
+            self._draft.setVisible(True)
+            self._update_readout(p)
+
+    def _start(self, mode: tuple[str, str | None], items: list[BoxItem]) -> None:
+        self._mode, self._handle = mode
+        self._orig = {it.item_id: it.rect() for it in items}
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        view_pos = event.position().toPoint()
+        p = self.mapToScene(view_pos)
+        self.cursor_moved.emit(p.x(), p.y())
+        if self._mode == "pan":
+            d = view_pos - self._press_view
+            self._press_view = view_pos
+            self._fit_mode = False
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - d.x())
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - d.y())
+            return
+        self._update_crosshair(p)
+        if self._mode == "draw":
+            self._draft.setRect(QRectF(self._press_scene, self._clamp(p)).normalized())
+            self._update_readout(p)
+        elif self._mode == "move":
+            rects = list(self._orig.values())
+            dx, dy = self._clamp_delta(rects, round(p.x() - self._press_scene.x()),
+                                       round(p.y() - self._press_scene.y()))
+            for i, r in self._orig.items():
+                moved = r.translated(dx, dy)
+                self._boxes[i].set_box((moved.left(), moved.top(), moved.right(), moved.bottom()))
+        elif self._mode == "resize":
+            (i, r), = self._orig.items()
+            q = self._clamp(p)
+            x1, y1, x2, y2 = r.left(), r.top(), r.right(), r.bottom()
+            if "l" in self._handle:
+                x1 = q.x()
+            if "r" in self._handle:
+                x2 = q.x()
+            if "t" in self._handle:
+                y1 = q.y()
+            if "b" in self._handle:
+                y2 = q.y()
+            self._boxes[i].set_box((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
+            self._update_readout(p, self._boxes[i].rect())
+        else:
+            self._update_cursor(p)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        mode, self._mode = self._mode, None
+        self._readout.setVisible(False)
+        if mode == "pan":
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
+        elif mode == "draw":
+            self._draft.setVisible(False)
+            r = self._draft.rect().normalized()
+            if r.width() >= MIN_BOX and r.height() >= MIN_BOX:
+                self.box_drawn.emit((r.left(), r.top(), r.right(), r.bottom()))
+        elif mode in ("move", "resize"):
+            changed = {i: self._boxes[i].box() for i, r in self._orig.items()
+                       if i in self._boxes and self._boxes[i].rect() != r}
+            self._orig = {}
+            if changed:
+                self.boxes_changed.emit(changed)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        p = self.mapToScene(event.position().toPoint())
+        proposal = self._hit(self._proposals, p)
+        if proposal is not None and event.button() == Qt.MouseButton.LeftButton:
+            self.proposal_accepted.emit(proposal.item_id)
+            return
+        self.mousePressEvent(event)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        delta = event.angleDelta().y()
+        if delta:
+            self.zoom_by(1.0015 ** delta, event.position())
+
+    def leaveEvent(self, event) -> None:
+        for line in self._cross:
+            line.setVisible(False)
+        super().leaveEvent(event)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._fit_mode:
+            self.fit()
+
+    # --- keys the key table cannot express (a held Space pans) ---------------------------------
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+            return
+        if event.key() == Qt.Key.Key_Escape and self._mode:
+            self._cancel_gesture()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self.viewport().setCursor(Qt.CursorShape.ArrowCursor)
+            return
+        super().keyReleaseEvent(event)
+
+    def cancel_gesture(self) -> bool:
+        """Abandon a drawing, move or resize in progress (Escape); True when there was one."""
+        had = self._mode in ("draw", "move", "resize")
+        self._cancel_gesture()
+        return had
+
+    def _cancel_gesture(self) -> None:
+        for i, r in self._orig.items():
+            if i in self._boxes:
+                self._boxes[i].set_box((r.left(), r.top(), r.right(), r.bottom()))
+        self._orig = {}
+        self._mode = None
+        self._draft.setVisible(False)
+        self._readout.setVisible(False)
+
+    # --- feedback ------------------------------------------------------------------------------
+    def _update_crosshair(self, p: QPointF) -> None:
+        show = self._editable and self._inside_image(p) and self._mode in (None, "draw")
+        w, h = self._size
+        self._cross[0].setLine(p.x(), 0, p.x(), h)
+        self._cross[1].setLine(0, p.y(), w, p.y())
+        for line in self._cross:
+            line.setVisible(show)
+
+    def _update_readout(self, p: QPointF, rect: QRectF | None = None) -> None:
+        r = rect if rect is not None else self._draft.rect()
+        self._readout.set_text(f"{r.width():.0f} × {r.height():.0f}")
+        self._readout.setPos(p + QPointF(14 / self.scale_factor(), 14 / self.scale_factor()))
+        self._readout.setVisible(True)
+
+    def _update_cursor(self, p: QPointF) -> None:
+        if self._space:
+            return
+        cursor = Qt.CursorShape.ArrowCursor
+        for item in self._boxes.values():
+            handle = item.handle_at(p)
+            if handle:
+                cursor = {"t": Qt.CursorShape.SizeVerCursor, "b": Qt.CursorShape.SizeVerCursor,
+                          "l": Qt.CursorShape.SizeHorCursor, "r": Qt.CursorShape.SizeHorCursor,
+                          "tl": Qt.CursorShape.SizeFDiagCursor, "br": Qt.CursorShape.SizeFDiagCursor,
+                          }.get(handle, Qt.CursorShape.SizeBDiagCursor)
+                break
+        else:
+            if self._hit(self._boxes, p) is not None:
+                cursor = Qt.CursorShape.SizeAllCursor
+            elif self._editable and self._inside_image(p):
+                cursor = Qt.CursorShape.CrossCursor
+        self.viewport().setCursor(cursor)

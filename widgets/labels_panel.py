@@ -1,0 +1,67 @@
+"""The project's labels with their colours and 1–9 shortcuts; the current class is highlighted.
+
+Clicking a label makes it the current class (and, when boxes are selected, the app gives them
+that class): the same as pressing its number key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QIcon, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, QWidget
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    id: int
+    name: str
+    color: str
+    shortcut: str | None
+    node: str  # the super-taxonomy node the label maps to (shown so annotators see what it means)
+
+
+def swatch(color: str, size: int = 14) -> QIcon:
+    pm = QPixmap(size, size)
+    pm.fill(QColor(color))
+    return QIcon(pm)
+
+
+class LabelsPanel(QListWidget):
+    label_activated = Signal(int)  # label id
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setIconSize(QSize(14, 14))
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # keys belong to the canvas and the key table
+        self.itemClicked.connect(lambda item: self.label_activated.emit(item.data(Qt.ItemDataRole.UserRole)))
+        self._labels: list[LabelSpec] = []
+
+    def set_labels(self, labels: list[LabelSpec]) -> None:
+        self._labels = list(labels)
+        self.clear()
+        for lab in labels:
+            key = f"[{lab.shortcut}]" if lab.shortcut else "[ ]"
+            item = QListWidgetItem(swatch(lab.color), f"{key}  {lab.name}")
+            item.setToolTip(f"{lab.name} → super-taxonomy node '{lab.node}'"
+                            + (f"; press {lab.shortcut}" if lab.shortcut else ""))
+            item.setData(Qt.ItemDataRole.UserRole, lab.id)
+            self.addItem(item)
+
+    def labels(self) -> list[LabelSpec]:
+        return list(self._labels)
+
+    def set_current(self, label_id: int | None) -> None:
+        for i in range(self.count()):
+            item = self.item(i)
+            current = item.data(Qt.ItemDataRole.UserRole) == label_id
+            font = QFont(item.font())
+            font.setBold(current)
+            item.setFont(font)
+            item.setSelected(current)
+
+    def current_label_id(self) -> int | None:
+        items = self.selectedItems()
+        return items[0].data(Qt.ItemDataRole.UserRole) if items else None
