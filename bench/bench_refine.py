@@ -1,0 +1,115 @@
+"""Refinement quality: rough boxes (IoU 0.5-0.7 with the truth) and single clicks, per refine path.
+
+    .venv/bin/python bench/bench_refine.py --model resources/models/demo [--bccd-model DIR] \
+        [--images 60] [--bccd-images 72] [--json out.json]
+
+For every true box of held-out synthetic scenes (and of the BCCD test split when a BCCD model is given;
+GrabCut needs no model and always runs on BCCD), the script makes one rough box by moving each edge
+until the IoU with the truth lies in [0.5, 0.7], and one click in the central half of the box, then asks
+each refine path for a proposal. It reports, per path: how often the path answers, the median IoU of the
+result with the true box (an unanswered case keeps the rough box, or IoU 0 for a click), and the share of
+cases at IoU >= 0.9. Refinement is class-agnostic here: box quality, not naming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from refine_data import DOMAIN_OF, bccd, click_in, perturb, synthetic
+
+from inference.refine import box_redetect, click_redetect, from_box, from_click, grabcut, refine_box
+
+
+def iou(a, b) -> float:
+    return float(box_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0, 0])
+
+
+def evaluate(samples, predictor, rng) -> dict:
+    res: dict[str, list[float]] = {k: [] for k in (
+        "rough", "box:cache", "box:redetect", "box:grabcut", "box:chain", "click:cache", "click:redetect",
+        "click:chain")}
+    answered: dict[str, int] = dict.fromkeys(res, 0)
+
+    def predict(crop):
+        return predictor.predict([crop])[0]
+
+    for s in samples:
+        dets = predictor.predict([s.image])[0] if predictor else []
+        for _, truth in s.boxes:
+            rough, r_iou = perturb(truth, rng, shape=s.image.shape)
+            if rough is None:
+                continue
+            res["rough"].append(r_iou)
+            proposals = {"box:grabcut": grabcut(s.image, rough)}
+            if predictor:
+                proposals |= {"box:cache": from_box(rough, dets),
+                              "box:redetect": box_redetect(s.image, rough, predict),
+                              "box:chain": refine_box(s.image, rough, dets, predict)}
+            for name, p in proposals.items():
+                answered[name] += p is not None
+                res[name].append(iou(p.box, truth) if p else r_iou)
+            if predictor:
+                point = click_in(truth, rng)
+                cached = from_click(point, dets)
+                redet = click_redetect(s.image, point, predict)
+                chain = cached or redet
+                for name, p in (("click:cache", cached), ("click:redetect", redet), ("click:chain", chain)):
+                    answered[name] += p is not None
+                    res[name].append(iou(p.box, truth) if p else 0.0)
+    out = {}
+    for name, xs in res.items():
+        if not xs:
+            continue
+        a = np.array(xs)
+        out[name] = {"n": len(a), "answered": (answered[name] / len(a)) if name != "rough" else 1.0,
+                     "median_iou": float(np.median(a)), "share_iou_ge_0.9": float((a >= 0.9).mean())}
+    return out
+
+
+def table(title: str, rows: dict) -> str:
+    lines = [f"### {title}", "", "| path | cases | answered | median IoU | IoU ≥ 0.9 |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['n']} | {r['answered']:.0%} | {r['median_iou']:.3f} "
+                     f"| {r['share_iou_ge_0.9']:.0%} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="refinement quality per path")
+    ap.add_argument("--model", default="resources/models/demo")
+    ap.add_argument("--bccd-model")
+    ap.add_argument("--images", type=int, default=60, help="held-out synthetic scenes (split over 3 domains)")
+    ap.add_argument("--bccd-images", type=int, default=72)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    from inference.predictor import Predictor
+
+    rng = np.random.default_rng(0)
+    report = {}
+    pred = Predictor.from_checkpoint(args.model, threads=args.threads)
+    samples = [s for d in DOMAIN_OF.values() for s, _ in synthetic(args.images // 3, d)]
+    report["synthetic"] = evaluate(samples, pred, rng)
+    print(table(f"Synthetic held-out scenes ({len(samples)} images, model {pred.version})", report["synthetic"]))
+    bpred = Predictor.from_checkpoint(args.bccd_model, threads=args.threads) if args.bccd_model else None
+    bs = list(bccd("test", args.bccd_images))
+    report["bccd"] = evaluate(bs, bpred, rng)
+    print()
+    print(table(f"BCCD test split ({len(bs)} images, model {bpred.version if bpred else 'none: GrabCut only'})",
+                report["bccd"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
