@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -10,9 +13,29 @@ from tqdm import tqdm
 
 from labeler.cli import COMMANDS, arg, arguments, command
 from projects.demo import build_demo
+from projects.taxonomy import resource_path
 from projects.workspace import Workspace
 
 DEFAULT_DEMO = Path("demo-workspace")
+DEMO_MODEL = resource_path("models", "demo")
+
+
+def install_demo_model(ws: Workspace) -> str | None:
+    """Copy the shipped demo model into the workspace and register it, so pre-labels show at once."""
+    if not (DEMO_MODEL / "model.json").exists():
+        return None
+    from inference.registry import register_checkpoint
+
+    target = ws.folder / "models" / "demo"
+    shutil.copytree(DEMO_MODEL, target, dirs_exist_ok=True)
+    register_checkpoint(ws, target)
+    return ws.latest_model()["version"]
+
+
+def has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 @command("demo", help="build a demo workspace of synthetic driving scenes for three customers, then open it")
@@ -29,10 +52,18 @@ def demo(args) -> int:
         t = time.perf_counter()
         with tqdm(total=args.images, desc="demo images", unit="img") as bar:
             ws = build_demo(folder, args.images, args.seed, progress=lambda done, total: bar.update(1))
-        ws.close()
-        print(f"built demo workspace {folder.resolve()} ({args.images} images in {time.perf_counter() - t:.1f} s)")
+        try:
+            version = install_demo_model(ws)
+        finally:
+            ws.close()
+        print(f"built demo workspace {folder.resolve()} ({args.images} images in {time.perf_counter() - t:.1f} s)"
+              + (f" with the shipped model {version}" if version else ""))
     if args.no_gui or "open" not in COMMANDS or importlib.util.find_spec("PySide6") is None:
         print(f"inspect it with: labeler stats {folder}")
+        return 0
+    if not has_display():
+        print(f"no display found (DISPLAY is not set): open it on a machine with a screen with "
+              f"`labeler open {folder}`, or run `xvfb-run labeler open {folder}`")
         return 0
     import argparse
 
