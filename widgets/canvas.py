@@ -1,8 +1,10 @@
 """The canvas: one image with its boxes, and the mouse gestures that edit them.
 
 Gestures (the app's key table documents the same ones):
-- left-drag on empty image: draw a box (crosshair and size readout while drawing);
-- click a box: select it (Ctrl+click toggles); drag it: move; drag a handle of a selected box: resize;
+- left-drag on the image: draw a box (crosshair and size readout while drawing), also over an
+  unselected box, so objects in front of big boxes can still be boxed;
+- click a box: select it (Ctrl+click toggles); drag a selected box: move it; drag a handle of a
+  selected box: resize it;
 - wheel: zoom at the cursor; middle-drag or Space+left-drag: pan;
 - double-click a proposal: accept it.
 
@@ -106,6 +108,7 @@ class Canvas(QGraphicsView):
         self._press_scene = QPointF()
         self._press_view = QPoint()
         self._handle: str | None = None
+        self._pending: BoxItem | None = None  # an unselected box pressed: click selects it, drag draws
         self._orig: dict[int, QRectF] = {}
         pen = QPen(QColor(255, 255, 255, 170), 1, Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
@@ -342,7 +345,7 @@ class Canvas(QGraphicsView):
                 self._start(("resize", handle), [item])
                 return
         box = self._hit(self._boxes, p)
-        if box is not None:
+        if box is not None and (toggle or box.isSelected() or not self._editable):
             if toggle:
                 box.setSelected(not box.isSelected())
             elif not box.isSelected():
@@ -350,6 +353,10 @@ class Canvas(QGraphicsView):
             self.selection_changed.emit(self.selected_ids())
             if box.isSelected():
                 self._start(("move", None), [self._boxes[i] for i in self.selected_ids()])
+            return
+        if box is not None:  # an unselected box: a click selects it, a drag draws a new box over it
+            self._mode, self._pending = "press", box
+            self._press_scene = self._clamp(p)
             return
         had = self.selected_ids() or self.selected_proposal_ids()
         self.select([])
@@ -378,6 +385,12 @@ class Canvas(QGraphicsView):
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - d.y())
             return
         self._update_crosshair(p)
+        if self._mode == "press" and (view_pos - self._press_view).manhattanLength() >= 4:
+            self._mode, self._pending = "draw", None
+            self.select([])
+            self.selection_changed.emit([])
+            self._draft.setRect(QRectF(self._press_scene, self._press_scene))
+            self._draft.setVisible(True)
         if self._mode == "draw":
             self._draft.setRect(QRectF(self._press_scene, self._clamp(p)).normalized())
             self._update_readout(p)
@@ -408,7 +421,11 @@ class Canvas(QGraphicsView):
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         mode, self._mode = self._mode, None
         self._readout.setVisible(False)
-        if mode == "pan":
+        if mode == "press":
+            self.select([self._pending.item_id])
+            self._pending = None
+            self.selection_changed.emit(self.selected_ids())
+        elif mode == "pan":
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
         elif mode == "draw":
             self._draft.setVisible(False)
@@ -475,12 +492,13 @@ class Canvas(QGraphicsView):
                 self._boxes[i].set_box((r.left(), r.top(), r.right(), r.bottom()))
         self._orig = {}
         self._mode = None
+        self._pending = None
         self._draft.setVisible(False)
         self._readout.setVisible(False)
 
     # --- feedback ------------------------------------------------------------------------------
     def _update_crosshair(self, p: QPointF) -> None:
-        show = self._editable and self._inside_image(p) and self._mode in (None, "draw")
+        show = self._editable and self._inside_image(p) and self._mode in (None, "draw", "press")
         w, h = self._size
         self._cross[0].setLine(p.x(), 0, p.x(), h)
         self._cross[1].setLine(0, p.y(), w, p.y())

@@ -1,0 +1,1 @@
+"""The labeling window's application layer: session state, undo commands, key table, loader, settings."""

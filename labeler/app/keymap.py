@@ -1,0 +1,228 @@
+"""Every key binding of the labeling window, in one table.
+
+Each row is (action name, key sequences, description, handler); the handlers are small functions
+of the main window, registered with `@bind`, in the manner of napari's key-binding modules. The
+window turns each row into a QAction, and the F1 sheet renders the same rows, so the sheet cannot
+drift from what the keys do. Mouse gestures are listed as rows without a handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+
+from widgets.shortcut_sheet import SheetRow
+
+if TYPE_CHECKING:
+    from labeler.app.main_window import MainWindow
+
+Handler = Callable[["MainWindow"], None]
+
+
+@dataclass(frozen=True)
+class Binding:
+    name: str
+    keys: tuple[str, ...]  # QKeySequence strings ("Ctrl+Z"), or words for mouse gestures
+    description: str
+    handler: Handler | None  # None: a mouse gesture the canvas implements, listed for the sheet
+    group: str
+
+
+BINDINGS: list[Binding] = []
+
+
+def bind(name: str, keys: tuple[str, ...], description: str, group: str):
+    def wrap(fn: Handler) -> Handler:
+        BINDINGS.append(Binding(name, keys, description, fn, group))
+        return fn
+
+    return wrap
+
+
+def gesture(name: str, keys: str, description: str) -> None:
+    BINDINGS.append(Binding(name, (keys,), description, None, "Mouse"))
+
+
+# --- images ------------------------------------------------------------------------------------
+@bind("submit_and_next", ("Return", "Enter"), "Submit the image and go to the next one not yet submitted", "Images")
+def submit_and_next(w: MainWindow) -> None:
+    w.session.submit_and_next()
+
+
+@bind("next_image", ("D", "PgDown"), "Next image", "Images")
+def next_image(w: MainWindow) -> None:
+    w.session.next()
+
+
+@bind("previous_image", ("A", "PgUp"), "Previous image", "Images")
+def previous_image(w: MainWindow) -> None:
+    w.session.previous()
+
+
+@bind("next_unlabeled", ("N",), "Next unlabeled image", "Images")
+def next_unlabeled(w: MainWindow) -> None:
+    w.session.next_unlabeled()
+
+
+@bind("first_image", ("Home",), "First image of the list", "Images")
+def first_image(w: MainWindow) -> None:
+    w.session.go_to(0)
+
+
+@bind("last_image", ("End",), "Last image of the list", "Images")
+def last_image(w: MainWindow) -> None:
+    w.session.go_to(len(w.session.queue) - 1)
+
+
+# --- boxes -------------------------------------------------------------------------------------
+def _class_handler(digit: str) -> Handler:
+    def handler(w: MainWindow) -> None:
+        w.use_shortcut(digit)
+
+    return handler
+
+
+for _d in "123456789":
+    BINDINGS.append(Binding(f"class_{_d}", (_d, f"Num+{_d}"),
+                            f"Class {_d}: give it to the selected boxes, and draw the next boxes with it",
+                            _class_handler(_d), "Boxes"))
+
+
+@bind("pick_class", ("C",), "Pick a class by name (searchable)", "Boxes")
+def pick_class(w: MainWindow) -> None:
+    w.open_class_picker()
+
+
+@bind("delete_boxes", ("Delete", "Backspace"), "Delete the selected boxes", "Boxes")
+def delete_boxes(w: MainWindow) -> None:
+    w.session.delete(w.canvas.selected_ids())
+
+
+@bind("select_next_box", ("Tab",), "Select the next box", "Boxes")
+def select_next_box(w: MainWindow) -> None:
+    w.canvas.select_next(1)
+
+
+@bind("select_previous_box", ("Shift+Tab",), "Select the previous box", "Boxes")
+def select_previous_box(w: MainWindow) -> None:
+    w.canvas.select_next(-1)
+
+
+@bind("select_all_boxes", ("Ctrl+A",), "Select every box", "Boxes")
+def select_all_boxes(w: MainWindow) -> None:
+    w.canvas.select(w.canvas.annotation_boxes())
+    w.canvas.selection_changed.emit(w.canvas.selected_ids())
+
+
+@bind("escape", ("Esc",), "Cancel the drawing in progress, else clear the selection", "Boxes")
+def escape(w: MainWindow) -> None:
+    if not w.canvas.cancel_gesture():
+        w.canvas.select([])
+        w.canvas.selection_changed.emit([])
+
+
+def _nudge(dx: int, dy: int) -> Handler:
+    def handler(w: MainWindow) -> None:
+        w.canvas.nudge(dx, dy)
+
+    return handler
+
+
+for _key, (_dx, _dy) in {"Left": (-1, 0), "Right": (1, 0), "Up": (0, -1), "Down": (0, 1)}.items():
+    BINDINGS.append(Binding(f"nudge_{_key.lower()}", (_key,), f"Move the selected boxes 1 px {_key.lower()}",
+                            _nudge(_dx, _dy), "Boxes"))
+    BINDINGS.append(Binding(f"nudge_{_key.lower()}_10", (f"Shift+{_key}",),
+                            f"Move the selected boxes 10 px {_key.lower()}", _nudge(10 * _dx, 10 * _dy), "Boxes"))
+
+
+@bind("undo", ("Ctrl+Z",), "Undo (unlimited within the session)", "Boxes")
+def undo(w: MainWindow) -> None:
+    w.session.undo()
+
+
+@bind("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Redo", "Boxes")
+def redo(w: MainWindow) -> None:
+    w.session.redo()
+
+
+# --- view --------------------------------------------------------------------------------------
+@bind("fit", ("F",), "Fit the image to the window", "View")
+def fit(w: MainWindow) -> None:
+    w.canvas.fit()
+
+
+@bind("actual_size", ("Ctrl+0",), "Zoom to 100 % (one image pixel per screen pixel)", "View")
+def actual_size(w: MainWindow) -> None:
+    w.canvas.actual_size()
+
+
+@bind("zoom_in", ("=", "+"), "Zoom in", "View")
+def zoom_in(w: MainWindow) -> None:
+    w.canvas.zoom_by(1.25)
+
+
+@bind("zoom_out", ("-",), "Zoom out", "View")
+def zoom_out(w: MainWindow) -> None:
+    w.canvas.zoom_by(0.8)
+
+
+# --- window ------------------------------------------------------------------------------------
+@bind("shortcuts", ("F1",), "This sheet of every key and mouse binding", "Window")
+def shortcuts(w: MainWindow) -> None:
+    w.show_shortcut_sheet()
+
+
+@bind("open_workspace", ("Ctrl+O",), "Open another workspace folder", "Window")
+def open_workspace(w: MainWindow) -> None:
+    w.choose_workspace()
+
+
+@bind("quit", ("Ctrl+Q",), "Quit (every edit is already saved)", "Window")
+def quit_(w: MainWindow) -> None:
+    w.close()
+
+
+gesture("draw", "Left-drag on the image", "Draw a box with the current class, also over an unselected box")
+gesture("select", "Click a box / Ctrl+click", "Select it / add it to the selection")
+gesture("move", "Drag a selected box", "Move it (clamped to the image)")
+gesture("resize", "Drag a handle", "Resize the selected box")
+gesture("zoom", "Wheel", "Zoom at the cursor")
+gesture("pan", "Middle-drag, or hold Space and drag", "Pan")
+gesture("accept_proposal", "Double-click a dashed proposal", "Accept the model's box")
+
+
+def install(window: MainWindow, bindings: list[Binding] = BINDINGS) -> dict[str, QAction]:
+    """One QAction per keyed binding, added to the window so its keys work wherever the focus is."""
+    seen: dict[str, str] = {}
+    actions: dict[str, QAction] = {}
+    for b in bindings:
+        if b.handler is None:
+            continue
+        for key in b.keys:
+            canon = QKeySequence(key).toString()
+            if canon in seen:
+                raise ValueError(f"key {key!r} is bound twice: {seen[canon]!r} and {b.name!r}")
+            seen[canon] = b.name
+        action = QAction(b.description, window)
+        action.setObjectName(b.name)
+        action.setShortcuts([QKeySequence(k) for k in b.keys])
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.setAutoRepeat(b.group in ("Boxes", "Images", "View"))
+        action.triggered.connect(lambda checked=False, h=b.handler: h(window))
+        window.addAction(action)
+        actions[b.name] = action
+    return actions
+
+
+def sheet_rows(bindings: list[Binding] = BINDINGS) -> list[SheetRow]:
+    """The table as the F1 sheet shows it, keys in the platform's own notation."""
+    rows = []
+    for b in bindings:
+        keys = b.keys if b.handler is None else [QKeySequence(k).toString(QKeySequence.SequenceFormat.NativeText)
+                                                 for k in b.keys]
+        rows.append(SheetRow(b.group, " / ".join(dict.fromkeys(keys)), b.description))
+    return rows

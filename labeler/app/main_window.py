@@ -1,0 +1,289 @@
+"""The main window: wires the widgets to the labeling session. No SQL and no gesture logic here.
+
+Widgets show what they are given and emit signals; the session turns edits into undoable
+commands and re-reads the database; this module connects the two and owns the image loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QLabel,
+    QMainWindow,
+    QSplitter,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from labeler.app import keymap
+from labeler.app.loader import DecodedImage, ImageLoader
+from labeler.app.session import LabelingSession
+from widgets.annotation_list import AnnotationList, AnnotationRow
+from widgets.box_item import BoxSpec
+from widgets.canvas import Canvas
+from widgets.class_picker import ClassPicker
+from widgets.image_list import ImageListPanel
+from widgets.labels_panel import LabelsPanel, LabelSpec
+from widgets.placeholder import ERROR, LOADING
+from widgets.shortcut_sheet import ShortcutSheet
+
+TOOLBAR = {"previous_image": "◀ Previous", "next_image": "Next ▶", "next_unlabeled": "Next unlabeled",
+           "submit_and_next": "Submit ✓", "undo": "Undo", "redo": "Redo", "fit": "Fit", "shortcuts": "Keys (F1)"}
+STATUS_WORDS = {"unlabeled": "unlabeled", "in_progress": "in progress", "submitted": "submitted"}
+
+
+def _group(title: str, widget: QWidget) -> QGroupBox:
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.addWidget(widget)
+    return box
+
+
+class MainWindow(QMainWindow):
+    image_ready = Signal(int)  # the current image is on the canvas: its pixels, or a placeholder saying why not
+    workspace_requested = Signal(str)  # the user chose another workspace folder (Ctrl+O)
+
+    def __init__(self, session: LabelingSession, loader: ImageLoader | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.loader = loader or ImageLoader(parent=self)
+        self.canvas = Canvas()
+        self.image_list = ImageListPanel()
+        self.labels_panel = LabelsPanel()
+        self.annotation_list = AnnotationList()
+        self.project_box = QComboBox()
+        self.project_box.setToolTip("Project: the customer taxonomy you are labeling in")
+        self.project_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.ready_image_id: int | None = None
+        self._dialogs: list[QWidget] = []
+        self._build()
+        self.actions_by_name = keymap.install(self)
+        self._build_toolbar()
+        self._connect()
+        self._on_project_changed()
+        self._on_queue_changed()
+        self._on_image_changed()
+        self._on_annotations_changed()
+        self._on_counts_changed()
+        self.canvas.setFocus()
+
+    # --- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.labels_group = _group("Labels", self.labels_panel)
+        self.boxes_group = _group("Boxes on this image", self.annotation_list)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.labels_group)
+        right.addWidget(self.boxes_group)
+        right.setSizes([260, 420])
+        self.images_group = _group("Images", self.image_list)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.images_group)
+        split.addWidget(self.canvas)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        split.setSizes([250, 880, 290])
+        self.setCentralWidget(split)
+        self.status_position = QLabel()
+        self.status_counts = QLabel()
+        self.status_cursor = QLabel()
+        self.status_zoom = QLabel()
+        for w in (self.status_position, self.status_counts, self.status_cursor, self.status_zoom):
+            self.statusBar().addPermanentWidget(w)
+        self.resize(1440, 880)
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Main")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        bar.addWidget(QLabel(" Project "))
+        bar.addWidget(self.project_box)
+        bar.addSeparator()
+        for name, text in TOOLBAR.items():
+            action = self.actions_by_name[name]
+            action.setIconText(text)
+            keys = " / ".join(s.toString() for s in action.shortcuts())
+            action.setToolTip(f"{action.text()} ({keys})")
+            bar.addAction(action)
+            if name in ("submit_and_next", "redo"):
+                bar.addSeparator()
+        self.addToolBar(bar)
+
+    def _connect(self) -> None:
+        s = self.session
+        s.project_changed.connect(self._on_project_changed)
+        s.queue_changed.connect(self._on_queue_changed)
+        s.image_changed.connect(self._on_image_changed)
+        s.annotations_changed.connect(self._on_annotations_changed)
+        s.image_status_changed.connect(self.image_list.model.update_status)
+        s.counts_changed.connect(self._on_counts_changed)
+        s.current_label_changed.connect(self._on_current_label)
+        s.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        c = self.canvas
+        c.box_drawn.connect(lambda box: s.add_box(box))
+        c.boxes_changed.connect(lambda boxes: s.change_boxes(boxes))
+        c.boxes_nudged.connect(lambda boxes: s.change_boxes(boxes, nudge=True))
+        c.selection_changed.connect(self.annotation_list.set_selected)
+        c.cursor_moved.connect(lambda x, y: self.status_cursor.setText(f"x {x:.0f}  y {y:.0f}"))
+        c.zoom_changed.connect(lambda z: self.status_zoom.setText(f"{z * 100:.0f} %"))
+        self.annotation_list.selection_changed.connect(lambda ids: c.select(ids))
+        self.labels_panel.label_activated.connect(self.apply_label)
+        self.image_list.row_activated.connect(self._on_row_activated)
+        self.image_list.filter_changed.connect(s.set_filter)
+        self.project_box.activated.connect(lambda i: s.open_project(self.project_box.itemText(i)))
+        self.loader.loaded.connect(self._on_loaded)
+        self.loader.failed.connect(self._on_failed)
+
+    # --- session → widgets -------------------------------------------------------------------
+    def _on_project_changed(self) -> None:
+        s = self.session
+        self.project_box.blockSignals(True)
+        self.project_box.clear()
+        self.project_box.addItems(s.ws.project_names())
+        self.project_box.setCurrentText(s.project)
+        self.project_box.blockSignals(False)
+        self.labels_panel.set_labels([LabelSpec(lab["id"], lab["name"], lab["color"] or "#e6194b", lab["shortcut"],
+                                                lab["node"]) for lab in s.labels])
+        self.labels_panel.set_current(s.current_label_id)
+        self.labels_group.setTitle(f"Labels of project {s.project}")
+        self.setWindowTitle(f"Labeler — {s.ws.folder.name} — project {s.project}")
+
+    def _on_queue_changed(self) -> None:
+        self.image_list.model.set_source(len(self.session.queue), self.session.page)
+        self.image_list.set_filter(self.session.status_filter)
+
+    def _on_image_changed(self) -> None:
+        s, img = self.session, self.session.image
+        self.canvas.set_proposals([])
+        self.ready_image_id = None
+        if img is None:
+            message = ("No image has this status." if s.status_filter else
+                       "This project has no images yet: add some with `labeler images add`.")
+            self.canvas.set_placeholder(640, 400, message, ERROR)
+            self._update_position()
+            return
+        self.image_list.set_current_row(s.index)
+        path = str(s.ws.image_path(img["path"]))
+        decoded = self.loader.request((img["id"], path), s.neighbours())
+        if decoded is not None:
+            self._show(decoded)
+        else:
+            self.canvas.set_placeholder(img["width"], img["height"], Path(path).name, LOADING)
+        self._update_position()
+
+    def _on_annotations_changed(self) -> None:
+        s = self.session
+        specs, rows = [], []
+        for a in s.annotations:
+            lab = s.label_by_id.get(a["label_id"], {})
+            color = lab.get("color") or "#e6194b"
+            box = (a["x1"], a["y1"], a["x2"], a["y2"])
+            specs.append(BoxSpec(a["id"], a["label"], color, box))
+            rows.append(AnnotationRow(a["id"], a["label"], color, box, a["provenance"]))
+        self.canvas.set_annotations(specs)
+        self.annotation_list.set_annotations(rows)
+        self.annotation_list.set_selected(self.canvas.selected_ids())
+        self.boxes_group.setTitle(f"Boxes on this image ({len(rows)})")
+
+    def _on_counts_changed(self) -> None:
+        c = self.session.counts
+        total = sum(c.values())
+        self.status_counts.setText(f"submitted {c.get('submitted', 0)} / {total} · in progress "
+                                   f"{c.get('in_progress', 0)} · unlabeled {c.get('unlabeled', 0)}")
+        self._update_position()
+
+    def _on_current_label(self, label_id: int) -> None:
+        self.labels_panel.set_current(label_id)
+        self.statusBar().showMessage(f"class: {self.session.label_by_id[label_id]['name']}", 3000)
+
+    def _update_position(self) -> None:
+        s = self.session
+        if s.image is None:
+            self.status_position.setText("no image")
+            return
+        where = f"image {s.index + 1} / {len(s.queue)}"
+        if s.status_filter:
+            where += f" ({STATUS_WORDS[s.status_filter]})"
+        self.status_position.setText(f"{where} · {STATUS_WORDS.get(s.image['status'], s.image['status'])}")
+
+    # --- loader → canvas ---------------------------------------------------------------------
+    def _current_id(self) -> int | None:
+        return self.session.image["id"] if self.session.image else None
+
+    def _show(self, decoded: DecodedImage) -> None:
+        self.canvas.set_image(decoded.levels)
+        self.ready_image_id = decoded.image_id
+        self.image_ready.emit(decoded.image_id)
+
+    def _on_loaded(self, image_id: int, decoded: DecodedImage) -> None:
+        if image_id == self._current_id():
+            self._show(decoded)
+
+    def _on_failed(self, image_id: int, message: str) -> None:
+        if image_id != self._current_id():
+            return
+        img = self.session.image
+        self.canvas.set_placeholder(img["width"], img["height"], message, ERROR)
+        self.statusBar().showMessage(message, 10000)
+        self.ready_image_id = image_id
+        self.image_ready.emit(image_id)
+
+    # --- actions the key table calls ---------------------------------------------------------
+    def use_shortcut(self, key: str) -> None:
+        lab = self.session.label_for_shortcut(key)
+        if lab is None:
+            self.statusBar().showMessage(f"no label of project {self.session.project} has the key {key}", 4000)
+            return
+        self.apply_label(lab["id"])
+
+    def apply_label(self, label_id: int) -> None:
+        """Make this the current class, and give it to the selected boxes."""
+        self.session.set_current_label(label_id)
+        selected = self.canvas.selected_ids()
+        if selected:
+            self.session.set_label(selected, label_id)
+
+    def open_class_picker(self) -> ClassPicker:
+        picker = ClassPicker(self.labels_panel.labels(), self)
+        picker.picked.connect(self.apply_label)
+        self._keep(picker)
+        picker.show()
+        picker.raise_()
+        picker.activateWindow()  # its keys (Enter) must not reach the window's own shortcuts
+        picker.search.setFocus()
+        return picker
+
+    def show_shortcut_sheet(self) -> ShortcutSheet:
+        sheet = ShortcutSheet(keymap.sheet_rows(), self)
+        self._keep(sheet)
+        sheet.show()
+        sheet.raise_()
+        sheet.activateWindow()
+        return sheet
+
+    def choose_workspace(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a workspace folder", str(self.session.ws.folder.parent))
+        if folder:
+            self.workspace_requested.emit(folder)
+
+    def _keep(self, dialog: QWidget) -> None:
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        dialog.destroyed.connect(lambda *_: self._dialogs.remove(dialog) if dialog in self._dialogs else None)
+        self._dialogs.append(dialog)
+
+    def _on_row_activated(self, row: int) -> None:
+        self.session.go_to(row)
+        self.canvas.setFocus()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Nothing to save (every edit is committed); just stop decoding."""
+        self.loader.clear()
+        self.loader.wait(5000)
+        super().closeEvent(event)

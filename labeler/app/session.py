@@ -1,0 +1,257 @@
+"""The labeling session: which project, which images, which image is shown, and the edits on it.
+
+A Qt object without widgets. It reads the workspace for what the window shows and turns every
+edit into an undoable command (`labeler.app.undo`) whose redo() writes one transaction. After a
+command has written, the session re-reads the image it touched: the window always shows what the
+database holds. Each project keeps its own undo stack for the whole session.
+"""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QUndoStack
+
+from labeler.app.undo import NUDGE_ID, AddAnnotation, AnnotationState, DeleteAnnotations, EditAnnotations, SetStatus
+from projects.workspace import Box, Workspace, WorkspaceError
+from widgets.image_list import ImageRow
+
+
+class LabelingSession(QObject):
+    project_changed = Signal()  # labels, queue and undo stack are new
+    queue_changed = Signal()  # the list of images (filter) changed
+    image_changed = Signal()  # another image is current
+    annotations_changed = Signal()  # the current image's boxes were re-read
+    image_status_changed = Signal(int, str)  # queue row, new status
+    counts_changed = Signal()
+    current_label_changed = Signal(int)
+    message = Signal(str)  # one line for the status bar
+
+    def __init__(self, ws: Workspace, project: str | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.ws = ws
+        self.stacks: dict[str, QUndoStack] = {}
+        self.project: str = ""
+        self.labels: list[dict[str, Any]] = []
+        self.label_by_id: dict[int, dict[str, Any]] = {}
+        self.current_label_id: int | None = None
+        self.status_filter: str | None = None
+        self.queue: list[int] = []  # image ids under the filter, ascending
+        self.index = -1
+        self.image: dict[str, Any] | None = None
+        self.annotations: list[dict[str, Any]] = []
+        self.counts: dict[str, int] = {}
+        names = ws.project_names()
+        if not names:
+            raise WorkspaceError(f"{ws.folder}: the workspace has no projects; add one with `labeler project add`")
+        self.open_project(project or names[0])
+
+    # --- project and queue -------------------------------------------------------------------
+    @property
+    def undo_stack(self) -> QUndoStack:
+        return self.stacks[self.project]
+
+    def open_project(self, name: str) -> None:
+        self.ws.project_id(name)  # raises naming the known projects
+        self.project = name
+        if name not in self.stacks:
+            self.stacks[name] = QUndoStack(self)
+        self.labels = self.ws.labels(name)
+        self.label_by_id = {lab["id"]: lab for lab in self.labels}
+        self.current_label_id = self.labels[0]["id"] if self.labels else None
+        self.status_filter = None
+        self.counts = self.ws.status_counts(name)
+        self.queue = self.ws.image_ids(name)
+        self.index = -1
+        self.project_changed.emit()
+        self.queue_changed.emit()
+        self.counts_changed.emit()
+        self.go_to(0)
+
+    def set_filter(self, status: str | None) -> None:
+        """Show only images with this status (None: all). The list is a snapshot: an image submitted
+        while the filter is "unlabeled" stays in it until the filter is chosen again."""
+        current = self.image["id"] if self.image else None
+        self.status_filter = status
+        self.queue = self.ws.image_ids(self.project, status)
+        self.queue_changed.emit()
+        if current is not None and self.row_of(current) is not None:
+            self.index = -1
+            self.go_to(self.row_of(current))
+        else:
+            self.index = -1
+            self.go_to(0)
+
+    def row_of(self, image_id: int) -> int | None:
+        k = bisect.bisect_left(self.queue, image_id)
+        return k if k < len(self.queue) and self.queue[k] == image_id else None
+
+    def page(self, offset: int, limit: int) -> list[ImageRow]:
+        """Rows for the virtual image list: one query per page of ids."""
+        rows = self.ws.image_rows(self.queue[offset:offset + limit])
+        return [ImageRow(r["id"], Path(r["path"]).name, r["status"]) for r in rows]
+
+    def image_file(self, image_id: int) -> str:
+        return str(self.ws.image_path(self.ws.image(image_id)["path"]))
+
+    def neighbours(self, count: int = 2) -> list[tuple[int, str]]:
+        """(id, path) of the next and previous images, nearest first: what to prefetch."""
+        rows = []
+        for d in range(1, count + 1):
+            rows += [self.index + d, self.index - d]
+        ids = [self.queue[r] for r in rows if 0 <= r < len(self.queue)]
+        return [(r["id"], str(self.ws.image_path(r["path"]))) for r in self.ws.image_rows(ids)]
+
+    # --- navigation --------------------------------------------------------------------------
+    def go_to(self, index: int) -> bool:
+        if not self.queue:
+            self.index, self.image, self.annotations = -1, None, []
+            self.image_changed.emit()
+            self.annotations_changed.emit()
+            return False
+        index = max(0, min(index, len(self.queue) - 1))
+        if index == self.index:
+            return False
+        self.index = index
+        self.image = self.ws.image(self.queue[index])
+        self.annotations = self.ws.annotations(self.image["id"])
+        self.image_changed.emit()
+        self.annotations_changed.emit()
+        return True
+
+    def go_to_image(self, image_id: int) -> bool:
+        """Show this image, dropping the filter when it hides it."""
+        if self.row_of(image_id) is None:
+            self.set_filter(None)
+        row = self.row_of(image_id)
+        return row is not None and (self.go_to(row) or row == self.index)
+
+    def next(self) -> None:
+        if not self.go_to(self.index + 1) and self.queue:
+            self.message.emit("this is the last image")
+
+    def previous(self) -> None:
+        if not self.go_to(self.index - 1) and self.queue:
+            self.message.emit("this is the first image")
+
+    def next_unlabeled(self) -> None:
+        after = self.image["id"] if self.image else -1
+        found = self.ws.next_image_with_status(self.project, "unlabeled", after)
+        if found is None:
+            self.message.emit("no unlabeled image left in this project")
+        else:
+            self.go_to_image(found)
+
+    def submit_and_next(self) -> None:
+        """Mark the image submitted (undoable) and go to the next image that is not submitted yet."""
+        if not self.image:
+            return
+        image_id = self.image["id"]
+        if self.image["status"] != "submitted":
+            self.undo_stack.push(SetStatus(self.ws, image_id, "submitted", self._on_applied))
+        found = [i for i in (self.ws.next_image_with_status(self.project, s, image_id)
+                             for s in ("unlabeled", "in_progress")) if i is not None and i != image_id]
+        if not found:
+            self.message.emit("submitted; every image of this project is submitted")
+            return
+        self.go_to_image(min(found, key=lambda i: (i < image_id, i)))  # the nearest after, wrapping
+
+    # --- classes -----------------------------------------------------------------------------
+    def label_for_shortcut(self, key: str) -> dict[str, Any] | None:
+        return next((lab for lab in self.labels if lab["shortcut"] == key), None)
+
+    def set_current_label(self, label_id: int) -> None:
+        if label_id not in self.label_by_id:
+            raise WorkspaceError(f"label {label_id} is not a label of project {self.project!r}")
+        self.current_label_id = label_id
+        self.current_label_changed.emit(label_id)
+
+    # --- edits (each one command, one transaction) -------------------------------------------
+    def add_box(self, box: Box, label_id: int | None = None, provenance: str = "manual",
+                model_id: int | None = None) -> int | None:
+        """Add a box to the current image; returns the new annotation id."""
+        label_id = label_id if label_id is not None else self.current_label_id
+        if not self.image:
+            return None
+        if label_id is None:
+            self.message.emit(f"project {self.project!r} has no labels: add one before drawing boxes")
+            return None
+        cmd = AddAnnotation(self.ws, self.image["id"], label_id, self._clamped(box), provenance, model_id,
+                            self._on_applied)
+        self.undo_stack.push(cmd)
+        return cmd.annotation_id
+
+    def change_boxes(self, boxes: dict[int, Box], provenance: str | None = None, nudge: bool = False) -> None:
+        """New boxes for existing annotations (move, resize, nudge); one undo step per gesture."""
+        changes = {}
+        for aid, box in boxes.items():
+            before = self._state(aid)
+            after = AnnotationState(self._clamped(box), before.label_id, provenance or before.provenance)
+            if after != before:
+                changes[aid] = (before, after)
+        if changes and self.image:
+            text = "nudge" if nudge else ("resize box" if len(changes) == 1 else "move boxes")
+            self.undo_stack.push(EditAnnotations(self.ws, self.image["id"], changes, text, self._on_applied,
+                                                 merge_id=NUDGE_ID if nudge else -1))
+
+    def set_label(self, annotation_ids: list[int], label_id: int) -> None:
+        changes = {}
+        for aid in annotation_ids:
+            before = self._state(aid)
+            if before.label_id != label_id:
+                changes[aid] = (before, AnnotationState(before.box, label_id, before.provenance))
+        if changes and self.image:
+            name = self.label_by_id[label_id]["name"]
+            self.undo_stack.push(EditAnnotations(self.ws, self.image["id"], changes, f"class → {name}",
+                                                 self._on_applied))
+
+    def delete(self, annotation_ids: list[int]) -> None:
+        if annotation_ids and self.image:
+            self.undo_stack.push(DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied))
+
+    def undo(self) -> None:
+        if self.undo_stack.canUndo():
+            self.message.emit(f"undo: {self.undo_stack.undoText()}")
+            self.undo_stack.undo()
+
+    def redo(self) -> None:
+        if self.undo_stack.canRedo():
+            self.message.emit(f"redo: {self.undo_stack.redoText()}")
+            self.undo_stack.redo()
+
+    def _state(self, annotation_id: int) -> AnnotationState:
+        row = next((a for a in self.annotations if a["id"] == annotation_id), None)
+        return AnnotationState.of(row if row is not None else self.ws.annotation(annotation_id))
+
+    def _clamped(self, box: Box) -> Box:
+        """Boxes never leave the image, whoever proposes them."""
+        if not self.image:
+            return box
+        w, h = float(self.image["width"]), float(self.image["height"])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        x1, x2 = sorted((min(max(x1, 0.0), w), min(max(x2, 0.0), w)))
+        y1, y2 = sorted((min(max(y1, 0.0), h), min(max(y2, 0.0), h)))
+        return (x1, y1, x2, y2)
+
+    def _on_applied(self, image_id: int) -> None:
+        """A command wrote: show its image (undo may reach back to another one) and re-read it."""
+        if not self.image or image_id != self.image["id"]:
+            self.go_to_image(image_id)
+            if self.image and self.image["id"] == image_id:  # its status may have changed too
+                self.counts = self.ws.status_counts(self.project)
+                self.image_status_changed.emit(self.index, self.image["status"])
+                self.counts_changed.emit()
+            return
+        before = self.image["status"]
+        self.image = self.ws.image(image_id)
+        self.annotations = self.ws.annotations(image_id)
+        self.annotations_changed.emit()
+        after = self.image["status"]
+        if after != before:
+            self.counts[before] -= 1
+            self.counts[after] += 1
+            self.image_status_changed.emit(self.index, after)
+            self.counts_changed.emit()

@@ -1,0 +1,43 @@
+"""What the app remembers between runs: the last workspace and its project.
+
+A small QSettings INI file in the user's config folder; `LABELER_SETTINGS=/path/file.ini` points it
+elsewhere (tests, several profiles). Remembering is a convenience: an unreadable or stale entry is
+ignored, never an error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+ENV = "LABELER_SETTINGS"
+
+
+def settings() -> QSettings:
+    path = os.environ.get(ENV)
+    if path:
+        return QSettings(path, QSettings.Format.IniFormat)
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "Labeler", "labeler")
+
+
+def last_workspace() -> Path | None:
+    value = settings().value("last_workspace")
+    return Path(str(value)) if value else None
+
+
+def last_project(workspace: str | Path) -> str | None:
+    s = settings()
+    if str(s.value("last_workspace") or "") != str(Path(workspace).resolve()):
+        return None
+    value = s.value("last_project")
+    return str(value) if value else None
+
+
+def remember(workspace: str | Path, project: str | None = None) -> None:
+    s = settings()
+    s.setValue("last_workspace", str(Path(workspace).resolve()))
+    if project is not None:
+        s.setValue("last_project", project)
+    s.sync()

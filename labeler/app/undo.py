@@ -1,0 +1,145 @@
+"""Undoable edits. Each command's redo() and undo() write exactly one workspace transaction.
+
+There is no Save: the moment a command is pushed, its redo() has committed it. Undo writes the
+inverse, also at once. The commands know nothing about widgets; after writing they call
+`on_applied(image_id)` so the session can show the image they touched and re-read it from the
+database, which stays the source of truth.
+
+The same classes serve every provenance: a drawn box is `AddAnnotation(..., provenance="manual")`,
+an accepted proposal `provenance="prelabel_accepted", model_id=...`, a moved proposal
+`"prelabel_adjusted"`, and a model-tightened box an `EditAnnotations` with `provenance="refined"`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PySide6.QtGui import QUndoCommand
+
+from projects.workspace import Box, Workspace
+
+Applied = Callable[[int], None]
+NUDGE_ID = 1  # consecutive arrow-key nudges of the same boxes merge into one undo step
+
+
+@dataclass(frozen=True)
+class AnnotationState:
+    """The editable part of an annotation row."""
+
+    box: Box
+    label_id: int
+    provenance: str
+
+    @classmethod
+    def of(cls, row: dict) -> AnnotationState:
+        return cls((row["x1"], row["y1"], row["x2"], row["y2"]), row["label_id"], row["provenance"])
+
+
+class WorkspaceCommand(QUndoCommand):
+    def __init__(self, ws: Workspace, image_id: int, text: str, on_applied: Applied | None = None):
+        super().__init__(text)
+        self.ws = ws
+        self.image_id = image_id
+        self.on_applied = on_applied or (lambda image_id: None)
+
+    def redo(self) -> None:
+        self._redo()
+        self.on_applied(self.image_id)
+
+    def undo(self) -> None:
+        self._undo()
+        self.on_applied(self.image_id)
+
+    def _redo(self) -> None:
+        raise NotImplementedError
+
+    def _undo(self) -> None:
+        raise NotImplementedError
+
+
+class AddAnnotation(WorkspaceCommand):
+    """A new box. Undo soft-deletes the row; redo restores the same row (same id, same history)."""
+
+    def __init__(self, ws: Workspace, image_id: int, label_id: int, box: Box, provenance: str = "manual",
+                 model_id: int | None = None, on_applied: Applied | None = None, text: str | None = None):
+        super().__init__(ws, image_id, text or f"add box ({provenance})", on_applied)
+        self.label_id, self.box, self.provenance, self.model_id = label_id, tuple(box), provenance, model_id
+        self.annotation_id: int | None = None
+
+    def _redo(self) -> None:
+        if self.annotation_id is None:
+            self.annotation_id = self.ws.add_annotation(self.image_id, self.label_id, self.box,
+                                                        provenance=self.provenance, model_id=self.model_id)
+        else:
+            self.ws.restore_annotation(self.annotation_id)
+
+    def _undo(self) -> None:
+        self.ws.delete_annotation(self.annotation_id)
+
+
+class EditAnnotations(WorkspaceCommand):
+    """Change the box, label or provenance of one or more annotations (a move, resize, nudge or class change)."""
+
+    def __init__(self, ws: Workspace, image_id: int, changes: dict[int, tuple[AnnotationState, AnnotationState]],
+                 text: str = "edit boxes", on_applied: Applied | None = None, merge_id: int = -1):
+        super().__init__(ws, image_id, text, on_applied)
+        self.changes = dict(changes)  # id -> (before, after)
+        self._merge_id = merge_id
+
+    def id(self) -> int:
+        return self._merge_id
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        """Fold a following nudge of the same boxes into this one: one undo undoes the whole slide."""
+        if not isinstance(other, EditAnnotations) or other.id() != self.id() or \
+                other.image_id != self.image_id or set(other.changes) != set(self.changes):
+            return False
+        self.changes = {i: (self.changes[i][0], other.changes[i][1]) for i in self.changes}
+        return True
+
+    def _write(self, which: int) -> None:
+        with self.ws.transaction():
+            for aid, states in self.changes.items():
+                s = states[which]
+                self.ws.update_annotation(aid, box=s.box, label_id=s.label_id, provenance=s.provenance)
+
+    def _redo(self) -> None:
+        self._write(1)
+
+    def _undo(self) -> None:
+        self._write(0)
+
+
+class DeleteAnnotations(WorkspaceCommand):
+    """Soft-delete boxes (the rows stay for undo and audit); undo restores them."""
+
+    def __init__(self, ws: Workspace, image_id: int, annotation_ids: list[int], on_applied: Applied | None = None):
+        n = len(annotation_ids)
+        super().__init__(ws, image_id, f"delete {n} box{'es' if n != 1 else ''}", on_applied)
+        self.annotation_ids = list(annotation_ids)
+
+    def _redo(self) -> None:
+        with self.ws.transaction():
+            for aid in self.annotation_ids:
+                self.ws.delete_annotation(aid)
+
+    def _undo(self) -> None:
+        with self.ws.transaction():
+            for aid in self.annotation_ids:
+                self.ws.restore_annotation(aid)
+
+
+class SetStatus(WorkspaceCommand):
+    """Mark an image unlabeled / in progress / submitted; undo puts back the status it had."""
+
+    def __init__(self, ws: Workspace, image_id: int, status: str, on_applied: Applied | None = None):
+        super().__init__(ws, image_id, f"mark image {status.replace('_', ' ')}", on_applied)
+        self.before = ws.image(image_id)["status"]
+        self.after = status
+
+    def _redo(self) -> None:
+        self.ws.set_status(self.image_id, self.after)
+
+    def _undo(self) -> None:
+        self.ws.set_status(self.image_id, self.before)

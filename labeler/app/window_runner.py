@@ -1,0 +1,138 @@
+"""Starting the window: which workspace, which project and image, the event loop, screenshots.
+
+Kept apart from the command so tests and benchmarks can open a session without argparse.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+
+from labeler.app import settings
+from labeler.app.main_window import MainWindow
+from labeler.app.session import LabelingSession
+from labeler.cli import CommandError
+from projects.workspace import Workspace, WorkspaceError
+
+
+def resolve_workspace(ws: str | None, ask: bool = True) -> Path | None:
+    """The folder given; else the last one opened; else (when `ask`) one chosen in a folder dialog."""
+    if ws:
+        return Path(ws)
+    last = settings.last_workspace()
+    if last is not None and Workspace.db_path(last).is_file():
+        return last
+    if not ask:
+        raise CommandError("no workspace given and none remembered: run `labeler open WS`")
+    while True:
+        folder = QFileDialog.getExistingDirectory(None, "Open a Labeler workspace folder")
+        if not folder:
+            return None
+        try:
+            Workspace.open(folder).close()
+            return Path(folder)
+        except WorkspaceError as e:
+            QMessageBox.warning(None, "Not a workspace", str(e))
+
+
+def open_session(folder: str | Path, project: str | None = None, image: int | None = None) -> LabelingSession:
+    """Open the workspace and a session on `project` (else the last one used here, else the first)."""
+    ws = Workspace.open(folder)
+    try:
+        names = ws.project_names()
+        if project is None:
+            remembered = settings.last_project(folder)
+            project = remembered if remembered in names else None
+        session = LabelingSession(ws, project)
+        if image is not None:
+            n = len(session.queue)
+            if not 1 <= image <= n:
+                raise CommandError(f"--image {image}: project {session.project!r} has {n} images (use 1..{n})")
+            session.go_to(image - 1)
+        return session
+    except BaseException:
+        ws.close()
+        raise
+
+
+def wait_until_shown(window: MainWindow, timeout_s: float) -> bool:
+    """Run the event loop until the current image (or its placeholder) is on the canvas."""
+    target = window.session.image["id"] if window.session.image else None
+    if target is not None and window.ready_image_id != target:
+        loop = QEventLoop()
+        window.image_ready.connect(loop.quit)
+        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+        loop.exec()
+        window.image_ready.disconnect(loop.quit)
+    QApplication.processEvents()
+    return target is None or window.ready_image_id == target
+
+
+def screenshot(session: LabelingSession, path: Path, timeout_s: float = 30, size: tuple[int, int] = (1440, 880)
+               ) -> Path:
+    """Render the window (offscreen when QT_QPA_PLATFORM=offscreen) to `path` once its image is shown."""
+    window = MainWindow(session)
+    try:
+        window.resize(*size)
+        window.show()
+        if not wait_until_shown(window, timeout_s):
+            raise CommandError(f"{path}: the image did not load within {timeout_s:.0f} s; no screenshot written")
+        if not window.grab().save(str(path)):
+            raise CommandError(f"{path}: cannot write the screenshot (unknown image format or unwritable)")
+        return path
+    finally:
+        window.close()
+        session.ws.close()
+
+
+class _Runner:
+    """Holds the open window; Ctrl+O replaces it by a window on another workspace."""
+
+    def __init__(self, session: LabelingSession):
+        self.window: MainWindow | None = None
+        self._show(session)
+
+    def _show(self, session: LabelingSession) -> None:
+        old = self.window
+        self.window = MainWindow(session)
+        self.window.workspace_requested.connect(self.switch)
+        session.project_changed.connect(lambda: settings.remember(session.ws.folder, session.project))
+        settings.remember(session.ws.folder, session.project)
+        self.window.show()
+        if old is not None:
+            old.close()
+            old.session.ws.close()
+
+    def switch(self, folder: str) -> None:
+        try:
+            session = open_session(folder)
+        except (WorkspaceError, CommandError) as e:
+            QMessageBox.warning(self.window, "Cannot open workspace", str(e))
+            return
+        self._show(session)
+
+
+def _excepthook(window_getter):
+    def hook(kind, value, tb) -> None:
+        traceback.print_exception(kind, value, tb)
+        window = window_getter()
+        QMessageBox.critical(window, "Labeler error",
+                             f"{value}\n\nEvery edit made before this is saved in the workspace.")
+
+    return hook
+
+
+def run_window(app: QApplication, session: LabelingSession) -> int:
+    runner = _Runner(session)
+    previous = sys.excepthook
+    sys.excepthook = _excepthook(lambda: runner.window)
+    try:
+        return app.exec()
+    finally:
+        sys.excepthook = previous
+        if runner.window is not None:
+            runner.window.session.ws.close()

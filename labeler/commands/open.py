@@ -1,0 +1,43 @@
+"""`labeler open WS`: the labeling window. `labeler` alone reopens the last workspace or asks for one.
+
+With `--screenshot FILE.png` the window is rendered offscreen, once its image is shown, into the
+file, and the command exits: docs and checks get real pictures of the real window.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from labeler.cli import CommandError, arg, arguments, command
+
+SCREENSHOT_TIMEOUT_S = 30
+
+
+@command("open", help="open the labeling window on a workspace (no WS: the last one, or choose a folder)")
+@arguments(arg("ws", nargs="?", default=None, help="workspace folder (default: the last one opened)"),
+           arg("--project", help="project to show first (default: the last one, else the first)"),
+           arg("--screenshot", metavar="FILE.png", help="render the window offscreen to this PNG and exit"),
+           arg("--image", type=int, metavar="N", help="show the N-th image of the project (1-based)"))
+def open_window(args) -> int:
+    if args.screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        target = Path(args.screenshot)
+        if not target.parent.exists():
+            raise CommandError(f"{target}: folder {target.parent} does not exist")
+    from PySide6.QtWidgets import QApplication
+
+    from labeler.app.window_runner import open_session, resolve_workspace, run_window, screenshot
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Labeler")
+    folder = resolve_workspace(args.ws, ask=not args.screenshot)
+    if folder is None:
+        return 1  # the user cancelled the folder dialog
+    session = open_session(folder, args.project, args.image)
+    if args.screenshot:
+        screenshot(session, Path(args.screenshot), timeout_s=SCREENSHOT_TIMEOUT_S)
+        print(f"wrote {args.screenshot}")
+        return 0
+    return run_window(app, session)
