@@ -300,6 +300,7 @@ class ExportData:
     boxes: np.ndarray  # (N, 4) x1, y1, x2, y2 pixels
     box_extra: list[dict[str, Any]] | None = None  # provenance, author, model version, timestamps (archive)
     copy_images: bool = True
+    box_provenance: list[str] | None = None  # manual, prelabel_accepted, ... per box
     _starts: np.ndarray | None = None
 
     def boxes_of(self, i: int) -> range:

@@ -91,6 +91,7 @@ def export_data(ws: Workspace, project: str, only_submitted: bool = False, inclu
 
     parts: list[np.ndarray] = []
     extras: list[dict[str, Any]] | None = [] if include_deleted else None
+    provenance: list[str] = []
     while True:
         chunk = list(_take(ann_rows, CHUNK))
         if not chunk:
@@ -98,12 +99,14 @@ def export_data(ws: Workspace, project: str, only_submitted: bool = False, inclu
         arr = np.array([(image_index[r[0]], label_index[r[1]], r[2], r[3], r[4], r[5]) for r in chunk],
                        dtype=np.float64)
         parts.append(arr)
+        provenance.extend(r[6] for r in chunk)
         if extras is not None:
             extras.extend({"provenance": r[6], "author": r[7], "model_version": r[8], "created_at": r[9],
                            "updated_at": r[10], "deleted_at": r[11]} for r in chunk)
     table = np.concatenate(parts) if parts else np.zeros((0, 6))
     return ExportData(project, labels, rules, nodes, images, table[:, 0].astype(np.int64),
-                      table[:, 1].astype(np.int64), np.ascontiguousarray(table[:, 2:6]), extras, copy_images)
+                      table[:, 1].astype(np.int64), np.ascontiguousarray(table[:, 2:6]), extras, copy_images,
+                      provenance)
 
 
 def _take(it, n: int):
