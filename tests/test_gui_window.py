@@ -82,6 +82,7 @@ def test_drawing_a_box_writes_a_manual_annotation_at_once(window, db):
     assert row["provenance"] == "manual" and row["label"] == "Pedestrian_adult"  # the current class
     assert row["id"] in window.canvas.annotation_boxes()
     assert row["id"] in window.annotation_list.ids()
+    assert window.canvas.selected_ids() == [row["id"]] == window.annotation_list.selected_ids()  # ready for 1-9
     assert db.image(image_id)["status"] in ("in_progress", "submitted")
 
 
@@ -167,7 +168,7 @@ def test_submit_advances_to_the_next_open_image(window, db):
     assert s.counts["submitted"] == submitted_before + (start in open_ids)
     row = s.row_of(start)
     assert window.image_list.model.row(row).status == "submitted"
-    assert f"submitted {s.counts['submitted']} /" in window.status_counts.text()
+    assert f"{s.counts['submitted']} / {len(s.queue)} submitted" in window.status_counts.text()
 
 
 def test_navigation_keys_and_next_unlabeled(window, db):
@@ -189,7 +190,7 @@ def test_status_filter_lists_only_those_images(window, db, qtbot):
     assert s.queue == db.image_ids("B", "unlabeled")
     assert panel.model.rowCount() == len(s.queue)
     assert all(panel.model.row(r).status == "unlabeled" for r in range(panel.model.rowCount()))
-    assert "(unlabeled)" in window.status_position.text()
+    assert "of the unlabeled ones" in window.status_position.text()
 
 
 def test_corrupt_and_missing_images_show_a_placeholder_and_the_app_keeps_working(ws_copy, db, qtbot):

@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
         s.current_label_changed.connect(self._on_current_label)
         s.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         c = self.canvas
-        c.box_drawn.connect(lambda box: s.add_box(box))
+        c.box_drawn.connect(self._on_box_drawn)
         c.boxes_changed.connect(lambda boxes: s.change_boxes(boxes))
         c.boxes_nudged.connect(lambda boxes: s.change_boxes(boxes, nudge=True))
         c.selection_changed.connect(self.annotation_list.set_selected)
@@ -195,8 +195,8 @@ class MainWindow(QMainWindow):
     def _on_counts_changed(self) -> None:
         c = self.session.counts
         total = sum(c.values())
-        self.status_counts.setText(f"submitted {c.get('submitted', 0)} / {total} · in progress "
-                                   f"{c.get('in_progress', 0)} · unlabeled {c.get('unlabeled', 0)}")
+        self.status_counts.setText(f"  Project {self.session.project}: {c.get('submitted', 0)} / {total} submitted · "
+                                   f"{c.get('in_progress', 0)} in progress · {c.get('unlabeled', 0)} unlabeled  ")
         self._update_position()
 
     def _on_current_label(self, label_id: int) -> None:
@@ -206,12 +206,12 @@ class MainWindow(QMainWindow):
     def _update_position(self) -> None:
         s = self.session
         if s.image is None:
-            self.status_position.setText("no image")
+            self.status_position.setText("No image")
             return
-        where = f"image {s.index + 1} / {len(s.queue)}"
+        where = f"Image {s.index + 1} / {len(s.queue)}"
         if s.status_filter:
-            where += f" ({STATUS_WORDS[s.status_filter]})"
-        self.status_position.setText(f"{where} · {STATUS_WORDS.get(s.image['status'], s.image['status'])}")
+            where += f" of the {STATUS_WORDS[s.status_filter]} ones"
+        self.status_position.setText(f"{where} ({STATUS_WORDS.get(s.image['status'], s.image['status'])})")
 
     # --- loader → canvas ---------------------------------------------------------------------
     def _current_id(self) -> int | None:
@@ -234,6 +234,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 10000)
         self.ready_image_id = image_id
         self.image_ready.emit(image_id)
+
+    def _on_box_drawn(self, box) -> None:
+        """Commit the new box and select it, so a number key or an arrow acts on it straight away."""
+        annotation_id = self.session.add_box(box)
+        if annotation_id is not None:
+            self.canvas.select([annotation_id])
+            self.annotation_list.set_selected([annotation_id])
 
     # --- actions the key table calls ---------------------------------------------------------
     def use_shortcut(self, key: str) -> None:
