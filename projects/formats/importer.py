@@ -357,7 +357,7 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
                          f"{e.source}: {e.place}: {e.name}: file says {e.width}x{e.height}, image is "
                          f"{r.width}x{r.height}{swapped}")
         if e.extra.get("staged"):
-            final = _unique_dest(dest_dir, PurePosixPath(e.name).name, r.sha256, taken)
+            final = _unique_dest(dest_dir, PurePosixPath(e.name.replace("\\", "/")).name, r.sha256, taken)
             staged.append((r.path, final))
             r = ImageInfo(final, r.sha256, r.width, r.height)
         else:
@@ -421,7 +421,7 @@ def _check_boxes(boxes: np.ndarray, wh: np.ndarray, alive: np.ndarray, ds: Datas
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, wh[:, [0]])
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, wh[:, [1]])
     with np.errstate(invalid="ignore"):
-        emptied = keep & outside & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+        emptied = keep & outside & ((boxes[:, 2] - boxes[:, 0] <= TOLERANCE) | (boxes[:, 3] - boxes[:, 1] <= TOLERANCE))
     if policy == "skip":
         kinds.append(("boxes outside the image, skipped", outside))
         keep &= ~outside
