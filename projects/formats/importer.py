@@ -472,6 +472,7 @@ def _not_yet_there(ws: Workspace, project: str, rows: list[dict[str, Any]], box_
 def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
     """Write the checked plan: one transaction; staged archive images move into place inside it."""
     moved: list[Path] = []
+    new_dirs: list[Path] = []
     author = default_author()
     t = now()
     try:
@@ -491,7 +492,9 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
             models = {m["version"]: m["id"] for m in ws.models()}
             for pair in plan.staged:
                 if pair is not None and not pair[1].exists():
-                    pair[1].parent.mkdir(parents=True, exist_ok=True)
+                    folder = pair[1].parent
+                    new_dirs += [d for d in (folder, *folder.parents) if not d.exists()]
+                    folder.mkdir(parents=True, exist_ok=True)
                     os.replace(pair[0], pair[1])
                     moved.append(pair[1])
             rows = _annotation_rows(plan, lid, models, author, t, report)
@@ -504,6 +507,9 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
     except BaseException:
         for p in moved:
             p.unlink(missing_ok=True)
+        for d in sorted(set(new_dirs), key=lambda d: len(d.parts), reverse=True):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
         raise
 
 
