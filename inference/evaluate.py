@@ -1,0 +1,305 @@
+"""Evaluation with pycocotools (no hand-written AP): mAP@0.5, mAP@[.5:.95], per node, per project, and
+recall at a fixed score.
+
+Three entry points:
+- `coco_evaluate(gt, dets)`: a COCO ground-truth dict and a results list, the figures pycocotools gives
+  (`labeler eval --gt GT.json --dets DETS.json`);
+- `evaluate_workspace(ws, predictor, split)`: the customers' own boxes on a split. A project is scored
+  only on the nodes it labels: its images carry ground truth (its boxes, mapped to their nodes and
+  ancestors) and keep detections only for those nodes, so a node it does not label never counts as a
+  false positive on its images;
+- `evaluate_ground_truth(ws, predictor, truth)`: full ground truth in nodes (the demo's
+  `ground_truth.json`, the benchmarks' fully labelled test split), every object a positive of its node
+  and its ancestors.
+
+Recall at a score is read from pycocotools' own matching at IoU 0.5: a ground-truth box counts as found
+when the detection pycocotools matched to it scores at least the threshold (matching is greedy by
+score, so this equals matching only the detections above the threshold).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from projects.imaging import read_image
+from projects.split import split_of
+from projects.taxonomy import SuperTaxonomy
+from projects.workspace import Workspace
+
+DEFAULT_SCORE = 0.3
+
+
+class EvalError(ValueError):
+    """Evaluation input is unusable; the message names the file and what is wrong."""
+
+
+@dataclass
+class EvalResult:
+    map50: float
+    map: float
+    recall: float  # at `score_threshold`, IoU 0.5, over all evaluated categories
+    score_threshold: float
+    per_category: dict[str, dict[str, float]]  # name -> ap50, ap, recall, gt
+    images: int
+    gt_boxes: int
+    per_project: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds_per_image: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out = {"mAP50": self.map50, "mAP": self.map, "recall": self.recall, "score_threshold": self.score_threshold,
+               "images": self.images, "gt_boxes": self.gt_boxes, "per_node": self.per_category}
+        if self.per_project:
+            out["per_project"] = self.per_project
+        if self.seconds_per_image is not None:
+            out["seconds_per_image"] = self.seconds_per_image
+        return out
+
+    def subset(self, names: Iterable[str]) -> dict[str, float]:
+        """Mean AP50, AP and pooled recall over some categories (e.g. the partially labelled ones)."""
+        rows = [self.per_category[n] for n in names if n in self.per_category and self.per_category[n]["gt"] > 0]
+        if not rows:
+            return {"mAP50": float("nan"), "mAP": float("nan"), "recall": float("nan"), "gt": 0}
+        gt = sum(r["gt"] for r in rows)
+        found = sum(r["recall"] * r["gt"] for r in rows)
+        return {"mAP50": float(np.mean([r["ap50"] for r in rows])), "mAP": float(np.mean([r["ap"] for r in rows])),
+                "recall": found / gt, "gt": gt}
+
+
+def _check_gt(gt: Any, where: str) -> dict[str, Any]:
+    if not isinstance(gt, dict):
+        raise EvalError(f"{where}: a COCO ground truth is a JSON object with images, annotations, categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise EvalError(f"{where}: missing the {key!r} list")
+    for i, a in enumerate(gt["annotations"]):
+        if not isinstance(a, dict) or not {"id", "image_id", "category_id", "bbox"} <= set(a):
+            raise EvalError(f"{where}: annotations[{i}] needs id, image_id, category_id and bbox")
+        a.setdefault("iscrowd", 0)
+        a.setdefault("area", float(a["bbox"][2]) * float(a["bbox"][3]))
+    return gt
+
+
+def _check_dets(dets: Any, image_ids: set[int], where: str) -> list[dict[str, Any]]:
+    if not isinstance(dets, list):
+        raise EvalError(f"{where}: a COCO results file is a JSON list of detections")
+    for i, d in enumerate(dets):
+        if not isinstance(d, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(d):
+            raise EvalError(f"{where}: [{i}] needs image_id, category_id, bbox and score")
+        if d["image_id"] not in image_ids:
+            raise EvalError(f"{where}: [{i}] refers to image_id {d['image_id']}, which the ground truth lacks")
+    return dets
+
+
+def coco_evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], score_threshold: float = DEFAULT_SCORE,
+                  category_ids: Sequence[int] | None = None, where: str = "<memory>") -> EvalResult:
+    """pycocotools' bbox evaluation; mAP figures are its `stats[1]` and `stats[0]`."""
+    gt = _check_gt(json.loads(json.dumps(gt)), where)
+    dets = _check_dets(json.loads(json.dumps(dets)), {im["id"] for im in gt["images"]}, where)
+    names = {c["id"]: str(c.get("name", c["id"])) for c in gt["categories"]}
+    cats = list(category_ids) if category_ids is not None else sorted(names)
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(dets) if dets else None
+        if coco_dt is None:  # pycocotools cannot load an empty result list: nothing found, AP 0
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
+            coco_dt.createIndex()
+        E = COCOeval(coco_gt, coco_dt, "bbox")
+        E.params.catIds = cats
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    precision = E.eval["precision"]  # [T, R, K, A, M]
+    found: dict[int, int] = {c: 0 for c in cats}
+    total: dict[int, int] = {c: 0 for c in cats}
+    all_range = list(E.params.areaRng[0])
+    for e in E.evalImgs:
+        if e is None or list(e["aRng"]) != all_range:
+            continue
+        c = e["category_id"]
+        scores = dict(zip(e["dtIds"], e["dtScores"]))
+        for j, ignore in enumerate(e["gtIgnore"]):
+            if ignore:
+                continue
+            total[c] += 1
+            dt = int(e["gtMatches"][0, j])
+            if dt and scores.get(dt, -1.0) >= score_threshold:
+                found[c] += 1
+    per: dict[str, dict[str, float]] = {}
+    for k, c in enumerate(cats):
+        p_all = precision[:, :, k, 0, -1]
+        p50 = precision[0, :, k, 0, -1]
+        per[names.get(c, str(c))] = {
+            "ap50": float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else float("nan"),
+            "ap": float(np.mean(p_all[p_all > -1])) if (p_all > -1).any() else float("nan"),
+            "recall": found[c] / total[c] if total[c] else float("nan"), "gt": total[c]}
+    n_gt = sum(total.values())
+    return EvalResult(map50=float(E.stats[1]), map=float(E.stats[0]),
+                      recall=sum(found.values()) / n_gt if n_gt else float("nan"), score_threshold=score_threshold,
+                      per_category=per, images=len(gt["images"]), gt_boxes=n_gt)
+
+
+def evaluate_files(gt_path: str | Path, dets_path: str | Path, score_threshold: float = DEFAULT_SCORE) -> EvalResult:
+    gt = _read_json(gt_path)
+    dets = _read_json(dets_path)
+    _check_gt(gt, str(gt_path))
+    return coco_evaluate(gt, _check_dets(dets, {im["id"] for im in gt["images"]}, str(dets_path)), score_threshold,
+                         where=str(gt_path))
+
+
+def _read_json(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise EvalError(f"{p}: file not found") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvalError(f"{p}: not readable JSON ({e})") from e
+
+
+# --- building COCO data from a workspace ---------------------------------------------------------
+class _Builder:
+    """Accumulates COCO images, ground truth and detections with node names as categories."""
+
+    def __init__(self, nodes: Sequence[str]):
+        self.nodes = list(nodes)
+        self.cat = {n: i + 1 for i, n in enumerate(self.nodes)}
+        self.images: list[dict] = []
+        self.anns: list[dict] = []
+        self.dets: list[dict] = []
+
+    def image(self, image_id: int, w: int, h: int) -> None:
+        self.images.append({"id": image_id, "width": w, "height": h})
+
+    def gt(self, image_id: int, node: str, box: Sequence[float]) -> None:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        self.anns.append({"id": len(self.anns) + 1, "image_id": image_id, "category_id": self.cat[node],
+                          "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+
+    def det(self, image_id: int, node: str, box: Sequence[float], score: float) -> None:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        self.dets.append({"image_id": image_id, "category_id": self.cat[node], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                          "score": float(score)})
+
+    def gt_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "annotations": self.anns,
+                "categories": [{"id": i, "name": n} for n, i in self.cat.items()]}
+
+    def evaluate(self, score_threshold: float, image_ids: set[int] | None = None,
+                 nodes: Iterable[str] | None = None) -> EvalResult:
+        gt = self.gt_dict()
+        dets = self.dets
+        if image_ids is not None:
+            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in image_ids],
+                  "annotations": [a for a in gt["annotations"] if a["image_id"] in image_ids]}
+            dets = [d for d in dets if d["image_id"] in image_ids]
+        cats = None if nodes is None else [self.cat[n] for n in self.nodes if n in set(nodes)]
+        return coco_evaluate(gt, dets, score_threshold, category_ids=cats)
+
+
+def _predict_all(predictor, paths: list[Path], batch_size: int = 4) -> tuple[list[list], float]:
+    out, seconds = [], 0.0
+    for i in range(0, len(paths), batch_size):
+        images = [read_image(p) for p in paths[i:i + batch_size]]
+        t = time.perf_counter()
+        out.extend(predictor.predict(images))
+        seconds += time.perf_counter() - t
+    return out, seconds / max(len(paths), 1)
+
+
+def evaluate_workspace(ws: Workspace, predictor, split: str = "test", projects: Sequence[str] | None = None,
+                       score_threshold: float = DEFAULT_SCORE) -> EvalResult:
+    """Score on the customers' own boxes of submitted images in `split` (see the module docstring)."""
+    sup = ws.super_taxonomy()
+    names = list(projects) if projects else ws.project_names()
+    labeled = {p: ws.project_view(p).labeled_nodes & set(predictor.node_names) for p in names}
+    nodes = [n for n in sup.names if any(n in labeled[p] for p in names)]
+    b = _Builder(nodes)
+    rows: list[tuple[int, str, Path]] = []
+    for p in names:
+        for image_id in ws.image_ids(p, status="submitted"):
+            row = ws.image(image_id)
+            if split_of(int(row["split_bucket"])) != split:
+                continue
+            rows.append((image_id, p, ws.image_path(row["path"])))
+            b.image(image_id, int(row["width"]), int(row["height"]))
+            for a in ws.annotations(image_id):
+                for n in sup.positives(a["node"]):
+                    if n in labeled[p]:
+                        b.gt(image_id, n, (a["x1"], a["y1"], a["x2"], a["y2"]))
+    if not rows:
+        raise EvalError(f"{ws.folder}: no submitted images in the {split!r} split of {', '.join(names)}")
+    dets, spi = _predict_all(predictor, [r[2] for r in rows])
+    for (image_id, p, _), image_dets in zip(rows, dets):
+        for d in image_dets:
+            if d.node in labeled[p]:
+                b.det(image_id, d.node, d.box, d.score)
+    result = b.evaluate(score_threshold)
+    for p in names:
+        ids = {r[0] for r in rows if r[1] == p}
+        if ids and labeled[p]:
+            r = b.evaluate(score_threshold, ids, labeled[p])
+            result.per_project[p] = {"mAP50": r.map50, "mAP": r.map, "recall": r.recall, "images": r.images,
+                                     "nodes": [n for n in sup.names if n in labeled[p]]}
+    result.seconds_per_image = spi
+    return result
+
+
+def truth_nodes(sup: SuperTaxonomy, objects: Iterable[dict[str, Any]], nodes: set[str]) -> list[tuple[str, list]]:
+    return [(n, o["box"]) for o in objects for n in sup.positives(o["node"]) if n in nodes]
+
+
+def evaluate_ground_truth(ws: Workspace, predictor, truth: str | Path | dict[str, Any], split: str = "test",
+                          nodes: Sequence[str] | None = None, score_threshold: float = DEFAULT_SCORE,
+                          box_key: str = "box") -> EvalResult:
+    """Score on full ground truth in super-taxonomy nodes for every image of the split (any status).
+
+    `truth` is `{"images": {stored_path: [{"node": n, "box": [x1, y1, x2, y2]}, ...]}}` (the demo's
+    ground_truth.json). `nodes` defaults to the nodes some project labels (the ones a model can learn)."""
+    data = _read_json(truth) if not isinstance(truth, dict) else truth
+    where = str(truth) if not isinstance(truth, dict) else "<ground truth>"
+    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
+        raise EvalError(f"{where}: expected {{'images': {{path: [objects]}}}}")
+    sup = ws.super_taxonomy()
+    if nodes is None:
+        nodes = [n for n in sup.names if any(n in ws.project_view(p).labeled_nodes for p in ws.project_names())]
+    node_set = set(nodes) & set(predictor.node_names)
+    b = _Builder([n for n in sup.names if n in node_set])
+    rows: list[tuple[int, Path]] = []
+    for p in ws.project_names():
+        for image_id in ws.image_ids(p):
+            row = ws.image(image_id)
+            if split_of(int(row["split_bucket"])) != split or row["path"] not in data["images"]:
+                continue
+            rows.append((image_id, ws.image_path(row["path"])))
+            b.image(image_id, int(row["width"]), int(row["height"]))
+            for i, o in enumerate(data["images"][row["path"]]):
+                if not isinstance(o, dict) or o.get("node") not in sup:
+                    raise EvalError(f"{where}: {row['path']} object {i}: unknown node {o!r}")
+                for n in sup.positives(o["node"]):
+                    if n in node_set:
+                        b.gt(image_id, n, o.get(box_key, o["box"]))
+    if not rows:
+        raise EvalError(f"{where}: no image of the {split!r} split of {ws.folder} has ground truth here")
+    dets, spi = _predict_all(predictor, [r[1] for r in rows])
+    for (image_id, _), image_dets in zip(rows, dets):
+        for d in image_dets:
+            if d.node in node_set:
+                b.det(image_id, d.node, d.box, d.score)
+    result = b.evaluate(score_threshold)
+    result.seconds_per_image = spi
+    return result

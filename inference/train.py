@@ -1,0 +1,305 @@
+"""Training a detector on a workspace: one function behind `labeler train` and the benchmarks.
+
+CUDA with automatic mixed precision when a GPU is there, else CPU. The budget is epochs or minutes
+of wall time (the comparison gives every approach the same minutes). Progress is a tqdm bar with the
+loss, images/s and the ETA. Training is resumable: the model, optimizer and counters are saved every
+`save_every_s` seconds and on Ctrl-C to `OUT/train_state/` (safetensors + JSON, no pickle), and the
+same command picks up from there. At the end the checkpoint is written to OUT, evaluated on the
+validation split when there is one, and registered as a model version of the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from inference.approaches import LossComputer, Phase, approach
+from inference.architectures import build_detector
+from inference.checkpoint import save_checkpoint
+from inference.dataset import DatasetError, DetectionDataset, load_training_data
+from inference.models import DEFAULT_MODEL, check_image_size, model_spec, resolve_pretrained
+from projects.workspace import Workspace
+
+STATE_DIR = "train_state"
+
+
+class TrainError(RuntimeError):
+    """Training cannot start or resume; the message says why."""
+
+
+@dataclass
+class TrainConfig:
+    approach: str = "tlm"
+    model: str = DEFAULT_MODEL
+    image_size: int = 256
+    epochs: float | None = None
+    minutes: float | None = None
+    projects: list[str] | None = None
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    pretrained: str = "auto"
+    seed: int = 0
+    ignore_band: tuple[float, float] | None = None
+    target_rules: dict[str, Any] | None = None
+    save_every_s: float = 120.0
+    dtype: str = "float32"
+    device: str | None = None
+    evaluate: bool = True
+    register: bool = True
+    progress: bool = True
+    max_steps: int | None = None  # a hard cap (tests)
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a saved state to be resumed."""
+        keys = ("approach", "model", "image_size", "epochs", "minutes", "projects", "batch_size", "lr",
+                "pretrained", "seed", "ignore_band", "target_rules")
+        return json.loads(json.dumps({k: getattr(self, k) for k in keys}))
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    version: str
+    model_id: int | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def lr_factor(progress: float, warmup: float = 0.05, floor: float = 0.02) -> float:
+    """Linear warm-up then cosine decay, as a function of the share of the budget used."""
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup:
+        return 0.1 + 0.9 * p / warmup
+    q = (p - warmup) / (1 - warmup)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * q))
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors = {f"opt.{pid}.{k}": v.detach().cpu().contiguous() for pid, st in sd["state"].items()
+               for k, v in st.items() if isinstance(v, torch.Tensor)}
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _optimizer_from(tensors: dict[str, torch.Tensor], groups: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": groups["param_groups"]}
+
+
+class Trainer:
+    def __init__(self, ws: Workspace, out: str | Path, cfg: TrainConfig):
+        self.ws, self.out, self.cfg = ws, Path(out), cfg
+        if (cfg.epochs is None) == (cfg.minutes is None):
+            raise TrainError("give exactly one budget: epochs or minutes")
+        if (cfg.epochs is not None and cfg.epochs <= 0) or (cfg.minutes is not None and cfg.minutes <= 0):
+            raise TrainError("the budget must be positive")
+        check_image_size(cfg.image_size)
+        self.spec = model_spec(cfg.model)
+        self.app = approach(cfg.approach)
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.amp = self.device.type == "cuda"
+        try:
+            self.data = load_training_data(ws, cfg.projects, cfg.target_rules)
+        except DatasetError as e:
+            raise TrainError(str(e)) from e
+        self.train_samples = self.data.split("train")
+        if not self.train_samples:
+            raise TrainError(f"{ws.folder}: no submitted images in the train split of "
+                             f"{', '.join(cfg.projects or ws.project_names()) or 'any project'}; submit some first")
+        self.groups = self.app.groups(self.data)
+        if not self.groups:
+            raise TrainError("no project labels any node: nothing to learn")
+        self.phases = self.app.phases(self.data, self.groups, self.train_samples)
+        self.norm = self.spec.normalisation()
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.out / STATE_DIR
+
+    def _save_state(self, model, opt, counters: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        opt_t, opt_meta = _optimizer_tensors(opt)
+        tensors.update(opt_t)
+        tmp = self.state_dir / "state.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, self.state_dir / "state.safetensors")
+        meta = {"config": self.cfg.identity(), "counters": counters, "optimizer": opt_meta}
+        tmp_j = self.state_dir / "state.json.tmp"
+        tmp_j.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp_j, self.state_dir / "state.json")
+
+    def _load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        j = self.state_dir / "state.json"
+        if not j.is_file():
+            return None
+        try:
+            meta = json.loads(j.read_text(encoding="utf-8"))
+            tensors = load_file(str(self.state_dir / "state.safetensors"))
+        except Exception as e:
+            raise TrainError(f"{self.state_dir}: unreadable training state ({e}); delete it to start over") from e
+        if meta.get("config") != self.cfg.identity():
+            raise TrainError(f"{self.state_dir}: a run with other settings was interrupted here; rerun it with the "
+                             "same options, or delete that folder (or pick another --out) to start over")
+        return tensors, meta
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        resumed = self._load_state()
+        pretrained = "none" if resumed else resolve_pretrained(self.spec, cfg.pretrained)
+        model = build_detector(self.app.layout, cfg.model, self.groups, cfg.image_size, pretrained).to(self.device)
+        counters: dict[str, Any] = {"phase": 0, "phase_step": 0, "phase_seconds": 0.0, "steps": 0,
+                                    "images": 0, "seconds": 0.0, "loss": None}
+        opt_state = None
+        if resumed:
+            tensors, meta = resumed
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            counters.update(meta["counters"])
+            opt_state = _optimizer_from({k: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
+            print(f"resuming from {self.state_dir} at step {counters['steps']} (phase {counters['phase'] + 1})")
+        loss_fn = LossComputer(self.app, model, self.data, self.groups, cfg.ignore_band).to(self.device)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        for pi in range(counters["phase"], len(self.phases)):
+            phase = self.phases[pi]
+            if pi != counters["phase"]:
+                counters.update(phase=pi, phase_step=0, phase_seconds=0.0)
+                opt_state = None
+            params = [p for p in self.app.parameters(model, phase) if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if opt_state is not None:
+                opt.load_state_dict(opt_state)
+                opt_state = None
+            try:
+                self._run_phase(model, opt, scaler, loss_fn, phase, counters)
+            except KeyboardInterrupt:
+                self._save_state(model, opt, counters)
+                print(f"\ninterrupted: state saved to {self.state_dir}; run the same command to resume")
+                raise
+            self._save_state(model, opt, counters)
+        return self._finish(model, counters)
+
+    def _budget(self, phase: Phase, steps_per_epoch: int) -> tuple[str, float]:
+        if self.cfg.minutes is not None:
+            return "seconds", self.cfg.minutes * 60.0 * phase.share
+        return "steps", max(1.0, self.cfg.epochs * steps_per_epoch)
+
+    def _run_phase(self, model, opt, scaler, loss_fn, phase: Phase, counters: dict[str, Any]) -> None:
+        cfg = self.cfg
+        ds = DetectionDataset(phase.samples, cfg.image_size, self.norm["mean"], self.norm["std"], train=True)
+        bs = min(cfg.batch_size, len(ds))
+        g = torch.Generator().manual_seed(cfg.seed + 1000 * counters["phase"] + counters["phase_step"])
+        loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, collate_fn=_collate, generator=g,
+                            num_workers=0)
+        kind, budget = self._budget(phase, len(loader))
+        done = lambda: (counters["phase_seconds"] if kind == "seconds" else counters["phase_step"]) >= budget
+        capped = lambda: cfg.max_steps is not None and counters["steps"] >= cfg.max_steps
+        label = f"{cfg.approach}" + (f" [{phase.name}]" if len(self.phases) > 1 else "")
+        bar = tqdm(total=round(budget, 1) if kind == "seconds" else int(budget), disable=not cfg.progress,
+                   desc=label, unit="s" if kind == "seconds" else "step", dynamic_ncols=True,
+                   initial=min(counters["phase_seconds"] if kind == "seconds" else counters["phase_step"], budget))
+        last_save = time.perf_counter()
+        model.train()
+        while not done() and not capped():
+            for x, batch in loader:
+                if done() or capped():
+                    break
+                t0 = time.perf_counter()
+                progress = (counters["phase_seconds"] if kind == "seconds" else counters["phase_step"]) / budget
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(progress)
+                x = x.to(self.device, non_blocking=True)
+                for t in batch:
+                    t["boxes_yxyx"] = t["boxes_yxyx"].to(self.device)
+                    t["weights"] = t["weights"].to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    loss, parts = loss_fn(x, batch, phase)
+                if not torch.isfinite(loss):
+                    raise TrainError(f"the loss became {float(loss)} at step {counters['steps']}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                scaler.step(opt)
+                scaler.update()
+                dt = time.perf_counter() - t0
+                counters["phase_step"] += 1
+                counters["steps"] += 1
+                counters["phase_seconds"] += dt
+                counters["seconds"] += dt
+                counters["images"] += len(batch)
+                value = float(loss)
+                counters["loss"] = value if counters["loss"] is None else 0.9 * counters["loss"] + 0.1 * value
+                bar.update(round(dt, 2) if kind == "seconds" else 1)
+                bar.set_postfix(loss=f"{counters['loss']:.3f}", img_s=f"{len(batch) / dt:.1f}",
+                                lr=f"{opt.param_groups[0]['lr']:.1e}")
+                if time.perf_counter() - last_save > cfg.save_every_s:
+                    self._save_state(model, opt, counters)
+                    last_save = time.perf_counter()
+        bar.close()
+
+    def _finish(self, model, counters: dict[str, Any]) -> TrainResult:
+        cfg = self.cfg
+        model.eval()
+        train_metrics = {"steps": counters["steps"], "images_seen": counters["images"],
+                         "seconds": round(counters["seconds"], 1), "final_loss": counters["loss"],
+                         "images_per_s": round(counters["images"] / max(counters["seconds"], 1e-9), 2),
+                         "device": self.device.type, "amp": self.amp, "torch_threads": torch.get_num_threads()}
+        meta = {"model": cfg.model, "image_size": cfg.image_size, "layout": self.app.layout,
+                "groups": [g.to_dict() for g in self.groups], "super_taxonomy": self.data.sup.to_dict(),
+                "approach": cfg.approach, "normalisation": self.norm, "data": self.data.snapshot(),
+                "training": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "device")},
+                "metrics": {"train": train_metrics}}
+        save_checkpoint(self.out, model, meta, dtype=cfg.dtype)
+        metrics = meta["metrics"]
+        if cfg.evaluate and self.data.split("val"):
+            from inference.evaluate import evaluate_workspace
+            from inference.predictor import Predictor
+
+            predictor = Predictor.from_checkpoint(self.out, device=self.device)
+            metrics["val"] = evaluate_workspace(self.ws, predictor, split="val", projects=cfg.projects).summary()
+            meta_path = self.out / "model.json"
+            full = json.loads(meta_path.read_text(encoding="utf-8"))
+            full["metrics"] = metrics
+            tmp = meta_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(full, indent=1), encoding="utf-8")
+            os.replace(tmp, meta_path)
+        version = json.loads((self.out / "model.json").read_text(encoding="utf-8"))["version"]
+        model_id = None
+        if cfg.register:
+            from inference.registry import register_checkpoint
+
+            model_id = register_checkpoint(self.ws, self.out)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        return TrainResult(self.out, version, model_id, metrics)
+
+
+def _collate(batch):
+    from inference.dataset import collate
+
+    return collate(batch)
+
+
+def train(ws: Workspace, out: str | Path, cfg: TrainConfig) -> TrainResult:
+    """Train, save, evaluate on val and register; see the module docstring."""
+    return Trainer(ws, out, cfg).run()
