@@ -78,5 +78,41 @@ def _v1(db: Database) -> None:
     db["lint_findings"].create_index(["image_id", "state"])
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1]
+FINDING_STATES = ("open", "dismissed", "fixed")  # a lint finding: not yet seen, the annotator says fine, fixed
+
+
+def _v2(db: Database) -> None:
+    """Lint bookkeeping, gold images and annotator quality scores (issue 7).
+
+    * `lint_findings.suggested_label`: the label the model proposes (wrong class, missed object), so a
+      "fix" needs no guesswork from the message text.
+    * `lint_images`: one row per image and model version that was linted, even with no finding, with the
+      image's error score (the chance it holds at least one mistake) that `labeler lint` ranks by.
+      The model is NULL for a rules-only lint, hence the expression index instead of a primary key.
+    * `gold_images` + `gold_boxes`: the reference annotations of a gold image, a snapshot kept apart from
+      the image's live annotations, which an annotator redoes.
+    * `quality_scores`: one row per submitted gold image and annotator: precision, recall and mean IoU at
+      IoU 0.5 against the reference (NULL where undefined, e.g. precision with no box drawn).
+    """
+    db["lint_findings"].add_column("suggested_label", str)
+    db["lint_images"].create({"id": int, "image_id": int, "model_id": int, "score": float, "findings": int,
+                              "created_at": str}, pk="id", not_null=["image_id", "score", "findings", "created_at"],
+                             foreign_keys=[("image_id", "images", "id"), ("model_id", "models", "id")])
+    db.execute("CREATE UNIQUE INDEX idx_lint_images_key ON lint_images(image_id, IFNULL(model_id, 0))")
+    db["lint_findings"].create_index(["image_id", "model_id"])
+    db["gold_images"].create({"image_id": int, "marked_at": str, "marked_by": str}, pk="image_id",
+                             not_null=["marked_at"], foreign_keys=[("image_id", "images", "id")])
+    db["gold_boxes"].create({"id": int, "image_id": int, "label_id": int, "x1": float, "y1": float, "x2": float,
+                             "y2": float}, pk="id", not_null=["image_id", "label_id", "x1", "y1", "x2", "y2"],
+                            foreign_keys=[("image_id", "gold_images", "image_id"), ("label_id", "labels", "id")])
+    db["gold_boxes"].create_index(["image_id"])
+    db["quality_scores"].create({"id": int, "image_id": int, "project_id": int, "author": str, "precision": float,
+                                 "recall": float, "mean_iou": float, "tp": int, "fp": int, "fn": int,
+                                 "created_at": str}, pk="id",
+                                not_null=["image_id", "project_id", "author", "tp", "fp", "fn", "created_at"],
+                                foreign_keys=[("image_id", "images", "id"), ("project_id", "projects", "id")])
+    db["quality_scores"].create_index(["project_id", "author", "created_at"])
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
