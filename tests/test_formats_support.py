@@ -25,13 +25,13 @@ IMAGES = [
 ]
 
 
-def make_source(folder: Path, project: str = "P") -> Workspace:
-    """A workspace with one project holding IMAGES as real files and their boxes."""
+def make_source(folder: Path, project: str = "P", images: list | None = None) -> Workspace:
+    """A workspace with one project holding IMAGES (or `images`) as real files and their boxes."""
     ws = Workspace.create(folder / "ws")
     ws.add_project(project, TAXONOMY)
     label_ids = {lab["name"]: lab["id"] for lab in ws.labels(project)}
     rng = np.random.default_rng(0)
-    for name, w, h, boxes in IMAGES:
+    for name, w, h, boxes in images or IMAGES:
         path = folder / "ws" / "images" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         write_image(path, rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
