@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
@@ -19,7 +20,7 @@ def _statuses(text: str) -> list[str]:
     out = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in out if s not in STATUSES]
     if bad or not out:
-        raise CommandError(f"--status: unknown status {', '.join(bad) or '(none)'} (use {', '.join(STATUSES)})")
+        raise argparse.ArgumentTypeError(f"unknown status {', '.join(bad) or '(none)'} (use {', '.join(STATUSES)})")
     return out
 
 
