@@ -118,6 +118,8 @@ def import_annotations(ws: Workspace, project: str, format_name: str, path: str 
     if opts.status not in STATUSES:
         raise TransferError(f"status {opts.status!r}: one of {', '.join(STATUSES)}")
     fmt = get_format(format_name)
+    if not fmt.keeps_history:  # only the archive brings its own taxonomy to create a project with
+        ws.project_id(project)  # fail before reading anything, naming the known projects
     path = Path(path)
     if not path.exists():
         raise TransferError(f"{path}: no such file or folder")
