@@ -33,25 +33,47 @@ class AnnotationList(QTreeWidget):
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.itemSelectionChanged.connect(self._emit_selection)
         self._quiet = False
+        self._items: dict[int, QTreeWidgetItem] = {}
+        self._shown: dict[int, AnnotationRow] = {}
 
     def set_annotations(self, rows: list[AnnotationRow]) -> None:
+        """Show these rows. Items are kept by id and only changed cells are touched: an edit re-sends
+        every row of the image, and rebuilding the list each time would cost more than the edit."""
         self._quiet = True
         try:
-            selected = set(self.selected_ids())
-            self.clear()
+            wanted = {r.id for r in rows}
+            for i in reversed(range(self.topLevelItemCount())):
+                item = self.topLevelItem(i)
+                if item.data(0, Qt.ItemDataRole.UserRole) not in wanted:
+                    self.takeTopLevelItem(i)
+                    self._items.pop(item.data(0, Qt.ItemDataRole.UserRole), None)
+                    self._shown.pop(item.data(0, Qt.ItemDataRole.UserRole), None)
+            added = False
             for r in rows:
-                w, h = r.box[2] - r.box[0], r.box[3] - r.box[1]
-                item = QTreeWidgetItem([r.label, f"{w:.0f} × {h:.0f}", r.provenance])
-                item.setIcon(0, swatch(r.color))
-                item.setData(0, Qt.ItemDataRole.UserRole, r.id)
-                item.setToolTip(0, f"annotation {r.id}: x1 {r.box[0]:.1f}, y1 {r.box[1]:.1f}, "
-                                   f"x2 {r.box[2]:.1f}, y2 {r.box[3]:.1f}")
-                self.addTopLevelItem(item)
-                item.setSelected(r.id in selected)
-            for col in range(2):
-                self.resizeColumnToContents(col)
+                item = self._items.get(r.id)
+                if item is None:
+                    item = QTreeWidgetItem()
+                    item.setData(0, Qt.ItemDataRole.UserRole, r.id)
+                    self._items[r.id] = item
+                    self.addTopLevelItem(item)
+                    added = True
+                self._fill(item, r)
+            if added:
+                for col in range(2):
+                    self.resizeColumnToContents(col)
         finally:
             self._quiet = False
+
+    def _fill(self, item: QTreeWidgetItem, r: AnnotationRow) -> None:
+        if self._shown.get(r.id) == r:
+            return
+        self._shown[r.id] = r
+        w, h = r.box[2] - r.box[0], r.box[3] - r.box[1]
+        for col, text in enumerate((r.label, f"{w:.0f} × {h:.0f}", r.provenance)):
+            item.setText(col, text)
+        item.setIcon(0, swatch(r.color))
+        item.setToolTip(0, f"annotation {r.id}: x1 {r.box[0]:.1f}, y1 {r.box[1]:.1f}, "
+                           f"x2 {r.box[2]:.1f}, y2 {r.box[3]:.1f}")
 
     def ids(self) -> list[int]:
         return [self.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole) for i in range(self.topLevelItemCount())]
@@ -64,9 +86,9 @@ class AnnotationList(QTreeWidget):
         self._quiet = True
         try:
             wanted = set(ids)
-            for i in range(self.topLevelItemCount()):
-                item = self.topLevelItem(i)
-                item.setSelected(item.data(0, Qt.ItemDataRole.UserRole) in wanted)
+            for aid, item in self._items.items():
+                if item.isSelected() != (aid in wanted):
+                    item.setSelected(aid in wanted)
         finally:
             self._quiet = False
 

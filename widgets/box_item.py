@@ -50,7 +50,11 @@ class BoxItem(QGraphicsItem):
 
     # --- data --------------------------------------------------------------------------------
     def update_spec(self, spec: BoxSpec) -> None:
-        self.label, self.color, self.score = spec.label, QColor(spec.color), spec.score
+        """Take new data; repaint only when something shown changed (an edit re-sends every box)."""
+        color = QColor(spec.color)
+        if (spec.label, color, spec.score) != (self.label, self.color, self.score):
+            self.label, self.color, self.score = spec.label, color, spec.score
+            self.update()
         self.set_box(spec.box)
 
     def box(self) -> Box:
@@ -65,7 +69,7 @@ class BoxItem(QGraphicsItem):
         if rect != self._rect:
             self.prepareGeometryChange()
             self._rect = rect
-        self.update()
+            self.update()
 
     def set_view_scale(self, scale: float) -> None:
         """Handles and text keep their screen size, so the bounding rect depends on the zoom."""

@@ -72,11 +72,17 @@ class _Job(QRunnable):
         try:
             result = decode(self.image_id, self.path, self.reader)
         except ImageError as e:
-            self.signals.error.emit(self.image_id, str(e))
+            self._send(self.signals.error, str(e))
         except Exception as e:  # a decoder bug must not kill the worker thread silently
-            self.signals.error.emit(self.image_id, f"{self.path}: cannot decode ({type(e).__name__}: {e})")
+            self._send(self.signals.error, f"{self.path}: cannot decode ({type(e).__name__}: {e})")
         else:
-            self.signals.done.emit(self.image_id, result)
+            self._send(self.signals.done, result)
+
+    def _send(self, signal, payload) -> None:
+        try:
+            signal.emit(self.image_id, payload)
+        except RuntimeError:  # the app is shutting down and the loader is gone: nobody is waiting
+            pass
 
 
 class ImageLoader(QObject):
