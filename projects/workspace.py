@@ -437,8 +437,21 @@ class Workspace:
         deleted_at); the caller has checked boxes and labels (projects/formats/importer.py does).
         """
         t = now()
+        real_dirs: dict[str, str] = {}
+
+        def stored_path(path: str | Path) -> str:  # stored_path() with one realpath per folder, not per file
+            p = os.path.abspath(path)
+            folder = os.path.dirname(p)
+            if folder not in real_dirs:
+                real_dirs[folder] = os.path.realpath(folder)
+            real = os.path.join(real_dirs[folder], os.path.basename(p))
+            if os.path.islink(real):
+                return self.stored_path(Path(real))
+            return Path(real[len(root):]).as_posix() if real.startswith(root) else real
+
+        root = str(self.folder) + os.sep
         with self.db.atomic():
-            stored = [self.stored_path(Path(im["path"])) for im in images]
+            stored = [stored_path(im["path"]) for im in images]
             existing = dict(self.db.execute("SELECT path, id FROM images WHERE project_id=?", [project_id]).fetchall())
             rows, seen = [], set(existing)
             for im, path in zip(images, stored):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import tempfile
 from collections import Counter
@@ -257,12 +258,12 @@ def _candidates(entry: ImageEntry, images_dir: Path | None) -> list[tuple[Path, 
     """
     name = entry.name.replace("\\", "/")
     roots = ([images_dir] if images_dir else []) + list(entry.roots)
-    base = PurePosixPath(name).name
+    base = posixpath.basename(name)
     pairs = [(r, base) for r in roots] if _unsafe(name) else \
         [(r, name) for r in roots] + ([(images_dir, base)] if images_dir and base != name else [])
     out: list[tuple[Path, str]] = []
     for root, n in pairs:
-        if PurePosixPath(n).suffix in IMAGE_SUFFIXES:
+        if posixpath.splitext(n)[1] in IMAGE_SUFFIXES:
             out.append((root, n))
         else:  # COCO files often name images without their extension
             out.extend([(root, n), *((root, n + s) for s in IMAGE_SUFFIXES)])
@@ -271,7 +272,7 @@ def _candidates(entry: ImageEntry, images_dir: Path | None) -> list[tuple[Path, 
 
 def _unsafe(name: str) -> bool:
     name = name.replace("\\", "/")
-    return name.startswith("/") or bool(re.match(r"^[A-Za-z]:", name)) or ".." in PurePosixPath(name).parts
+    return name.startswith("/") or bool(re.match(r"^[A-Za-z]:", name)) or ".." in name.split("/")
 
 
 def _find(entry: ImageEntry, images_dir: Path | None, guard: PathGuard) -> Path | None:
@@ -280,7 +281,7 @@ def _find(entry: ImageEntry, images_dir: Path | None, guard: PathGuard) -> Path 
             p = guard.join(root, name, entry.source, entry.place)
         except FormatError:
             continue  # e.g. a symlink out of the root: never a candidate
-        if p.is_file():
+        if os.path.isfile(p):
             return p
     return None
 
@@ -333,8 +334,11 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
         except ImageError as err:
             return f"{e.source}: {e.place}: {err}"
 
-    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
-        results = list(pool.map(probe, order, chunksize=64))
+    workers = max(1, opts.workers)
+    step = max(1, -(-len(order) // (workers * 8)))  # a few big chunks: one future per image costs more than a hash
+    chunks = [order[k:k + step] for k in range(0, len(order), step)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = [r for chunk in pool.map(lambda c: [probe(i) for i in c], chunks) for r in chunk]
     bad = [r for r in results if isinstance(r, str)]
     if bad and not opts.skip_missing:
         raise TransferError(f"{len(bad)} images cannot be read; pass --skip-missing to import the rest:\n  "
@@ -451,11 +455,13 @@ def _not_yet_there(ws: Workspace, project: str, rows: list[dict[str, Any]], box_
                    ds: Dataset, report: ImportReport) -> np.ndarray:
     """Importing the same file twice must not double every box: boxes already on an image are left out."""
     pid = ws.project_id(project)
+    keep = np.ones(len(idx), dtype=bool)
+    if not ws.image_ids(project):
+        return keep
     stored = {ws.stored_path(Path(r["path"])): i for i, r in enumerate(rows)}
     existing = {path: iid for path, iid in ws.db.execute("SELECT path, id FROM images WHERE project_id=?", [pid])
                 if path in stored}
     report.images_existing = len(existing)
-    keep = np.ones(len(idx), dtype=bool)
     if existing:
         have: set[tuple] = set()
         for path, iid in existing.items():

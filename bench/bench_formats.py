@@ -1,0 +1,161 @@
+"""COCO import and export at scale, beside pycocotools loading the same file in the same run.
+
+    .venv/bin/python bench/bench_formats.py                      # 100,000 images, 1,000,000 boxes
+    .venv/bin/python bench/bench_formats.py --images 10000 --boxes 100000
+
+It writes tiny real PNG images (32x24, each different, so every content hash differs) and one COCO
+file naming them, then times each step in a fresh Python process and reads that process's peak
+resident memory (ru_maxrss, which includes the interpreter and its imported libraries):
+
+- json.load: Python's json parsing the file, nothing else;
+- pycocotools: `COCO(file)`, the reference reader (json.load plus its index);
+- import: `labeler import` of the file into a new workspace, every image decoded and hashed;
+- import --trust-sizes: the same taking sizes from the file (images hashed, not decoded);
+- export: the imported project back to COCO (annotation file only, --no-images).
+
+Ratios are against pycocotools' time and memory. The machine and anything else running on it change
+the figures; the bench never asserts on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CATEGORIES = ["car", "truck", "person", "bicycle", "traffic_light"]
+W, H = 32, 24
+
+
+def make_data(folder: Path, n_images: int, n_boxes: int, seed: int = 0) -> Path:
+    """Tiny distinct PNGs and a COCO file with n_boxes spread over them (deterministic)."""
+    import cv2
+    import numpy as np
+
+    images = folder / "images"
+    coco = folder / "annotations.json"
+    if coco.is_file() and len(list(images.iterdir())) == n_images:
+        return coco
+    shutil.rmtree(folder, ignore_errors=True)
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    for i in range(n_images):
+        px = base.copy()
+        px[0, :8] = np.frombuffer(i.to_bytes(24, "little"), dtype=np.uint8).reshape(8, 3)  # unique content
+        ok, buf = cv2.imencode(".png", px)
+        (images / f"{i:07d}.png").write_bytes(buf.tobytes())
+    per_image = rng.multinomial(n_boxes, np.full(n_images, 1 / n_images))
+    image_of = np.repeat(np.arange(n_images), per_image)
+    x1 = rng.uniform(0, W - 4, n_boxes)
+    y1 = rng.uniform(0, H - 4, n_boxes)
+    w = rng.uniform(1, 4, n_boxes)
+    h = rng.uniform(1, 4, n_boxes)
+    cats = rng.integers(1, len(CATEGORIES) + 1, n_boxes)
+    doc = {"images": [{"id": i + 1, "file_name": f"images/{i:07d}.png", "width": W, "height": H}
+                      for i in range(n_images)],
+           "categories": [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(CATEGORIES)],
+           "annotations": [{"id": k + 1, "image_id": int(image_of[k]) + 1, "category_id": int(cats[k]),
+                            "bbox": [round(float(x1[k]), 2), round(float(y1[k]), 2), round(float(w[k]), 2),
+                                     round(float(h[k]), 2)], "area": round(float(w[k] * h[k]), 2), "iscrowd": 0}
+                           for k in range(n_boxes)]}
+    coco.write_text(json.dumps(doc))
+    return coco
+
+
+# --- one measured step per child process ------------------------------------------------------------
+def _step(name: str, coco: Path, work: Path) -> dict:
+    t0 = time.perf_counter()
+    extra: dict = {}
+    if name == "json.load":
+        with open(coco) as f:
+            json.load(f)
+    elif name == "pycocotools":
+        import contextlib
+        import io
+
+        from pycocotools.coco import COCO
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            COCO(str(coco))
+    elif name.startswith("import"):
+        from projects.formats import ImportOptions, import_annotations
+        from projects.workspace import Workspace
+
+        t0 = time.perf_counter()  # count the import, not library loading (the others do not load ours either)
+        ws_dir = work / f"ws-{name.replace(' ', '_')}"
+        shutil.rmtree(ws_dir, ignore_errors=True)
+        ws = Workspace.create(ws_dir)
+        ws.add_project("bench")
+        rep = import_annotations(ws, "bench", "coco", coco,
+                                 ImportOptions(add_labels=True, trust_sizes="trust" in name, workers=2))
+        extra = {"boxes": rep.boxes_imported, "images": rep.images_added, "issues": dict(rep.counts)}
+        ws.close()
+    elif name == "export":
+        from projects.formats import export_project
+        from projects.workspace import Workspace
+
+        t0 = time.perf_counter()
+        out = work / "export"
+        shutil.rmtree(out, ignore_errors=True)
+        with Workspace.open(work / "ws-import_--trust-sizes") as ws:
+            rep = export_project(ws, "bench", "coco", out, copy_images=False)
+        extra = {"boxes": rep.boxes, "images": rep.images, "bytes": (out / "annotations.json").stat().st_size}
+    else:
+        raise SystemExit(f"unknown step {name}")
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"step": name, "seconds": seconds, "peak_mib": peak, **extra}
+
+
+STEPS = ["json.load", "pycocotools", "import", "import --trust-sizes", "export"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=100_000)
+    p.add_argument("--boxes", type=int, default=1_000_000)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/labeler-bench-formats"))
+    p.add_argument("--step", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    data = args.workdir / f"data-{args.images}-{args.boxes}"
+    if args.step:
+        print(json.dumps(_step(args.step, data / "annotations.json", args.workdir)))
+        return
+    t0 = time.perf_counter()
+    coco = make_data(data, args.images, args.boxes)
+    print(f"data: {args.images} images, {args.boxes} boxes, {coco.stat().st_size / 1e6:.0f} MB COCO file "
+          f"(made in {time.perf_counter() - t0:.0f} s)")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}")
+    results = {}
+    for step in STEPS:
+        out = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--boxes", str(args.boxes),
+                              "--workdir", str(args.workdir), "--step", step], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"step {step} failed:\n{out.stderr}")
+        results[step] = json.loads(out.stdout.strip().splitlines()[-1])
+    ref = results["pycocotools"]
+    print(f"{'step':<22}{'seconds':>9}{'x pycocotools':>15}{'peak MiB':>10}{'x pycocotools':>15}")
+    for step in STEPS:
+        r = results[step]
+        print(f"{step:<22}{r['seconds']:>9.1f}{r['seconds'] / ref['seconds']:>15.2f}{r['peak_mib']:>10.0f}"
+              f"{r['peak_mib'] / ref['peak_mib']:>15.2f}")
+    for step in ("import", "import --trust-sizes", "export"):
+        r = results[step]
+        print(f"{step}: {r.get('images')} images, {r.get('boxes')} boxes"
+              + (f", issues {r['issues']}" if r.get("issues") else ""))
+
+
+if __name__ == "__main__":
+    main()
