@@ -93,3 +93,19 @@ def test_labelstudio_export_matches_its_config(tmp_path):
         for r in t["annotations"][0]["result"]:
             v = r["value"]
             assert 0 <= v["x"] <= 100 and 0 <= v["x"] + v["width"] <= 100 + 1e-9
+
+
+def test_label_studio_converter_reads_the_labelstudio_export(tmp_path):
+    """Label Studio's own converter (label-studio-converter) turns our export into COCO with the same boxes."""
+    converter = pytest.importorskip("label_studio_converter")
+    ws = make_source(tmp_path / "src")
+    out = tmp_path / "out"
+    export_project(ws, "P", "labelstudio", out)
+    conv = converter.Converter((out / "labeling_config.xml").read_text(), str(out), download_resources=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        conv.convert_to_coco(str(out / "result.json"), str(tmp_path / "conv"), is_dir=False)
+    doc = json.loads((tmp_path / "conv" / "result.json").read_text())
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    got = [(names[a["category_id"]], a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+            a["bbox"][1] + a["bbox"][3]) for a in doc["annotations"]]
+    _close(got, _expected(ws), 1e-6)
