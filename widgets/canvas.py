@@ -496,6 +496,14 @@ class Canvas(QGraphicsView):
         self._draft.setVisible(False)
         self._readout.setVisible(False)
 
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        """A placeholder's message goes on top of the boxes, at the top of the view."""
+        if isinstance(self._picture, PlaceholderItem):
+            painter.save()
+            painter.resetTransform()
+            self._picture.paint_banner(painter, QRectF(self.viewport().rect()))
+            painter.restore()
+
     # --- feedback ------------------------------------------------------------------------------
     def _update_crosshair(self, p: QPointF) -> None:
         show = self._editable and self._inside_image(p) and self._mode in (None, "draw", "press")
