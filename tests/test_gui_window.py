@@ -264,3 +264,20 @@ def test_project_switch_and_shortcut_sheet(window, qtbot):
     for b in keymap.BINDINGS:
         assert any(b.description == d for _, d in text), b.name
     assert ("Ctrl+Z", "Undo (unlimited within the session)") in text
+
+
+def test_tab_cycles_the_selection_and_keypad_digits_pick_classes(window, db):
+    boxes = window.canvas.annotation_boxes()
+    assert len(boxes) >= 2
+    key(window, Qt.Key.Key_Tab)
+    first = window.canvas.selected_ids()
+    key(window, Qt.Key.Key_Tab)
+    second = window.canvas.selected_ids()
+    assert len(first) == len(second) == 1 and first != second
+    assert window.annotation_list.selected_ids() == second
+    key(window, Qt.Key.Key_Tab, SHIFT)
+    assert window.canvas.selected_ids() == first
+    key(window, Qt.Key.Key_4, Qt.KeyboardModifier.KeypadModifier)  # Truck, from the number pad
+    assert db.annotation(first[0])["label_id"] == window.session.label_for_shortcut("4")["id"]
+    key(window, Qt.Key.Key_Escape)
+    assert window.canvas.selected_ids() == [] == window.annotation_list.selected_ids()

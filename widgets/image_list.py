@@ -2,7 +2,7 @@
 
 The model knows only how many rows there are and a `fetch(offset, limit)` callback the app gives
 it; it asks for one page of rows when the view first paints them and keeps a bounded number of
-pages. A uniform row height lets the view lay out 100,000 rows without asking for any of them.
+pages. A fixed row height lets the view lay out 100,000 rows without asking for any of them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap, QPolygonF
-from PySide6.QtWidgets import QAbstractItemView, QComboBox, QListView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QTableView, QVBoxLayout, QWidget
 
 STATUS_TEXT = {"unlabeled": "Unlabeled", "in_progress": "In progress", "submitted": "Submitted"}
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -144,9 +144,18 @@ class ImageListPanel(QWidget):
         for text, status in self.FILTERS:
             self.filter.addItem(text, status)
         self.filter.currentIndexChanged.connect(lambda i: self.filter_changed.emit(self.filter.itemData(i)))
-        self.view = QListView()
+        # A table with fixed row heights lays out 100,000 rows in O(1); QListView walks every row
+        # (0.3 s at 100,000, even with uniform item sizes) on each reset.
+        self.view = QTableView()
         self.view.setModel(self.model)
-        self.view.setUniformItemSizes(True)  # layout of 100k rows without asking for their data
+        self.view.horizontalHeader().hide()
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.verticalHeader().hide()
+        self.view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 4)
+        self.view.setShowGrid(False)
+        self.view.setWordWrap(False)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.clicked.connect(lambda idx: self.row_activated.emit(idx.row()))
