@@ -505,7 +505,7 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
                     folder.mkdir(parents=True, exist_ok=True)
                     os.replace(pair[0], pair[1])
                     moved.append(pair[1])
-            rows = _annotation_rows(plan, lid, models, author, t, report)
+            rows = _annotation_columns(plan, lid, models, author, t, report)
             pid = ws.project_id(plan.project)
             before = {r[0] for r in ws.db.execute("SELECT id FROM images WHERE project_id=?", [pid])}
             ids = ws.bulk_import(pid, plan.images, rows)
@@ -521,27 +521,31 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
         raise
 
 
-def _annotation_rows(plan: _Plan, lid: np.ndarray, models: dict[str, int], author: str, t: str,
-                     report: ImportReport):
-    labels = lid[plan.box_label].tolist()
-    images = plan.box_image.tolist()
-    coords = plan.boxes.tolist()
+def _annotation_columns(plan: _Plan, lid: np.ndarray, models: dict[str, int], author: str, t: str,
+                        report: ImportReport) -> dict[str, Any]:
+    """The plan's boxes as columns for Workspace.bulk_import (one value where every row shares it)."""
+    cols: dict[str, Any] = {"image": plan.box_image.tolist(), "label_id": lid[plan.box_label].tolist()}
+    for k, name in enumerate(("x1", "y1", "x2", "y2")):
+        cols[name] = plan.boxes[:, k].tolist()
     if plan.extras is None:
-        for img, lab, (x1, y1, x2, y2) in zip(images, labels, coords):
-            yield (img, lab, x1, y1, x2, y2, "imported", author, None, t, t, None)
-        return
+        return cols | {"provenance": "imported", "author": author, "model_id": None, "created_at": t,
+                       "updated_at": t, "deleted_at": None}
     lost: Counter[str] = Counter()
-    for img, lab, (x1, y1, x2, y2), ex in zip(images, labels, coords, plan.extras):
+    model_ids = []
+    for ex in plan.extras:
         version = ex.get("model_version")
-        model_id = models.get(version) if version else None
-        if version and model_id is None:
+        model_ids.append(models.get(version) if version else None)
+        if version and version not in models:
             lost[version] += 1
-        yield (img, lab, x1, y1, x2, y2, ex.get("provenance") or "imported", ex.get("author") or author, model_id,
-               ex.get("created_at") or t, ex.get("updated_at") or t, ex.get("deleted_at"))
     for version, n in lost.items():
-        report.issue("annotations whose model version is not in this workspace (model link dropped)",
-                     f"model {version!r}: {n} annotations", 0)
-        report.counts["annotations whose model version is not in this workspace (model link dropped)"] += n
+        kind = "annotations whose model version is not in this workspace (model link dropped)"
+        report.issue(kind, f"model {version!r}: {n} annotations", 0)
+        report.counts[kind] += n
+    return cols | {"provenance": [ex.get("provenance") or "imported" for ex in plan.extras],
+                   "author": [ex.get("author") or author for ex in plan.extras], "model_id": model_ids,
+                   "created_at": [ex.get("created_at") or t for ex in plan.extras],
+                   "updated_at": [ex.get("updated_at") or t for ex in plan.extras],
+                   "deleted_at": [ex.get("deleted_at") for ex in plan.extras]}
 
 
 def _ensure_nodes(ws: Workspace, nodes: list[dict[str, Any]]) -> None:
