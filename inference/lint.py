@@ -188,7 +188,7 @@ def lint_stored_image(ws: Workspace, image_id: int, model_id: int | None, view: 
         if project_labels is not None and a["label_id"] not in project_labels:
             a["label"] = f"{a['label']} (another project's label)"
     result = lint_image(anns, detections, view, image["width"], image["height"], config)
-    dismissed = ws.lint_findings(image_id, model_id, any_model=False, state="dismissed")
+    dismissed = ws.lint_findings(image_id, state="dismissed")  # by any model version: the annotator's answer
     kept = [f for f in result.findings if not _repeats_dismissed(f, dismissed)]
     ws.replace_lint_findings(image_id, model_id, [f.to_dict() for f in kept], result.image_score)
     return LintResult(kept, result.candidates, result.image_score, result.cleanlab_quality)

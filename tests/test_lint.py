@@ -253,6 +253,9 @@ def test_dismissed_findings_are_not_raised_again(ws_b):
     ws.set_finding_state(finding["id"], "dismissed")
     assert lint_stored_image(ws, image, model).findings == []
     assert [f["state"] for f in ws.lint_findings(image)] == ["dismissed"]
+    m2 = ws.register_model("m2", "m2")  # a newer model sees the same thing: still answered
+    ws.save_predictions(image, m2, [(d.node, d.box, d.score) for d in scene_b()[1]])
+    assert lint_stored_image(ws, image, m2).findings == []
     with pytest.raises(Exception, match="unknown finding state"):
         ws.set_finding_state(finding["id"], "maybe")
 
