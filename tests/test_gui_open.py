@@ -58,6 +58,15 @@ def test_bad_input_is_one_line_and_exit_2(ws_copy, tmp_path, capsys, qapp):
     assert not Path(out).exists()
 
 
+def test_no_display_is_a_clear_error_not_an_abort(ws_copy, tmp_path):
+    environ = {k: v for k, v in env(tmp_path).items() if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}
+    code = ("import argparse, sys; from labeler.cli import EXPECTED_ERRORS; import labeler.commands.open as o\n"
+            f"try: o.open_window(argparse.Namespace(ws={str(ws_copy)!r}, project=None, screenshot=None, image=None))\n"
+            "except EXPECTED_ERRORS as e: print(e, file=sys.stderr); sys.exit(2)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=environ, timeout=120)
+    assert r.returncode == 2 and "no display found" in r.stderr
+
+
 def test_labeler_alone_reopens_the_last_workspace_and_project(ws_copy, monkeypatch, qapp):
     settings.remember(ws_copy, "C")
     assert window_runner.resolve_workspace(None, ask=False) == ws_copy.resolve()

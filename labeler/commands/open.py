@@ -26,6 +26,9 @@ def open_window(args) -> int:
         target = Path(args.screenshot)
         if not target.parent.exists():
             raise CommandError(f"{target}: folder {target.parent} does not exist")
+    elif not _has_display():
+        raise CommandError("no display found (DISPLAY is not set): run this on a machine with a screen, use "
+                           "`xvfb-run labeler open ...`, or render a picture with --screenshot FILE.png")
     from PySide6.QtWidgets import QApplication
 
     from labeler.app.window_runner import open_session, resolve_workspace, run_window, screenshot
@@ -41,3 +44,10 @@ def open_window(args) -> int:
         print(f"wrote {args.screenshot}")
         return 0
     return run_window(app, session)
+
+
+def _has_display() -> bool:
+    """Qt aborts the process when it cannot reach a display; say so in one line instead."""
+    if os.environ.get("QT_QPA_PLATFORM") or not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
