@@ -191,6 +191,11 @@ def test_placeholder_shows_boxes_but_cannot_be_drawn_on(canvas, qtbot):
     assert not canvas.is_editable() and not canvas.has_image()
     with qtbot.assertNotEmitted(canvas.box_drawn):
         drag(canvas, (100, 100), (200, 200))
+    click(canvas, (30, 30))
+    assert canvas.selected_ids() == [1]  # selectable, but not movable without its picture
+    with qtbot.assertNotEmitted(canvas.boxes_changed), qtbot.assertNotEmitted(canvas.boxes_nudged):
+        drag(canvas, (30, 30), (80, 80))
+        canvas.nudge(5, 5)
     assert canvas.annotation_boxes() == {1: (10, 10, 50, 50)}
     with pytest.raises(ValueError):
         canvas.set_placeholder(10, 10, "?", kind="oops")

@@ -16,7 +16,7 @@ from labeler.app import keymap
 from labeler.app.loader import ImageLoader
 from labeler.app.main_window import MainWindow
 from labeler.app.session import LabelingSession
-from projects.workspace import Workspace
+from projects.workspace import Workspace, WorkspaceError
 
 CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
 
@@ -281,3 +281,20 @@ def test_tab_cycles_the_selection_and_keypad_digits_pick_classes(window, db):
     assert db.annotation(first[0])["label_id"] == window.session.label_for_shortcut("4")["id"]
     key(window, Qt.Key.Key_Escape)
     assert window.canvas.selected_ids() == [] == window.annotation_list.selected_ids()
+
+
+def test_a_failed_write_is_reported_and_nothing_is_shown_that_is_not_stored(window, db, monkeypatch):
+    image_id = window.session.image["id"]
+    before = set(live(db, image_id))
+    count = window.session.undo_stack.count()
+
+    def locked(*args, **kwargs):
+        raise WorkspaceError("database is locked")
+
+    monkeypatch.setattr(window.session.ws, "add_annotation", locked)
+    drag(window.canvas, (20, 30), (90, 120))
+    assert set(live(db, image_id)) == before == set(window.canvas.annotation_boxes())
+    assert window.session.undo_stack.count() == count  # the failed edit is not on the stack
+    assert "could not save" in window.last_error and "database is locked" in window.last_error
+    monkeypatch.undo()
+    assert draw_new(window, db, (20, 30), (90, 120))["provenance"] == "manual"  # and the next edit works

@@ -240,7 +240,7 @@ class Canvas(QGraphicsView):
     def nudge(self, dx: float, dy: float) -> None:
         """Move the selected boxes by (dx, dy) pixels, stopping at the image border."""
         items = [self._boxes[i] for i in self.selected_ids()]
-        if not items or not self._size[0]:
+        if not items or not self._size[0] or not self._editable:
             return
         dx, dy = self._clamp_delta([it.rect() for it in items], dx, dy)
         if dx == 0 and dy == 0:
@@ -340,7 +340,7 @@ class Canvas(QGraphicsView):
             self.selection_changed.emit(self.selected_ids())
             return
         for item in self._boxes.values():
-            handle = item.handle_at(p)
+            handle = item.handle_at(p) if self._editable else None
             if handle:
                 self._start(("resize", handle), [item])
                 return
@@ -351,7 +351,7 @@ class Canvas(QGraphicsView):
             elif not box.isSelected():
                 self.select([box.item_id])
             self.selection_changed.emit(self.selected_ids())
-            if box.isSelected():
+            if box.isSelected() and self._editable:  # boxes on a placeholder can be selected, not moved
                 self._start(("move", None), [self._boxes[i] for i in self.selected_ids()])
             return
         if box is not None:  # an unselected box: a click selects it, a drag draws a new box over it

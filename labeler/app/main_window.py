@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QSplitter,
     QToolBar,
     QVBoxLayout,
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
         self.project_box.setToolTip("Project: the customer taxonomy you are labeling in")
         self.project_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.ready_image_id: int | None = None
+        self.last_error: str | None = None
         self._dialogs: list[QWidget] = []
         self._build()
         self.actions_by_name = keymap.install(self)
@@ -126,6 +128,7 @@ class MainWindow(QMainWindow):
         s.counts_changed.connect(self._on_counts_changed)
         s.current_label_changed.connect(self._on_current_label)
         s.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        s.failed.connect(self._on_edit_failed)
         c = self.canvas
         c.box_drawn.connect(self._on_box_drawn)
         c.boxes_changed.connect(lambda boxes: s.change_boxes(boxes))
@@ -161,6 +164,7 @@ class MainWindow(QMainWindow):
 
     def _on_image_changed(self) -> None:
         s, img = self.session, self.session.image
+        self.canvas.cancel_gesture()  # a drag begun on the previous image must not land on this one
         self.canvas.set_proposals([])
         self.ready_image_id = None
         if img is None:
@@ -212,6 +216,14 @@ class MainWindow(QMainWindow):
         if s.status_filter:
             where += f" of the {STATUS_WORDS[s.status_filter]} ones"
         self.status_position.setText(f"{where} ({STATUS_WORDS.get(s.image['status'], s.image['status'])})")
+
+    def _on_edit_failed(self, message: str) -> None:
+        """An edit did not reach the database; the canvas already shows what is stored instead."""
+        self.statusBar().showMessage(message, 30000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Edit not saved", message, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        box.open()  # window-modal, does not block the event loop
+        self.last_error = message
 
     # --- loader → canvas ---------------------------------------------------------------------
     def _current_id(self) -> int | None:

@@ -29,6 +29,7 @@ class LabelingSession(QObject):
     counts_changed = Signal()
     current_label_changed = Signal(int)
     message = Signal(str)  # one line for the status bar
+    failed = Signal(str)  # an edit could not be written (nothing of it was): the window must say so
 
     def __init__(self, ws: Workspace, project: str | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -151,7 +152,7 @@ class LabelingSession(QObject):
             return
         image_id = self.image["id"]
         if self.image["status"] != "submitted":
-            self.undo_stack.push(SetStatus(self.ws, image_id, "submitted", self._on_applied))
+            self._push(SetStatus(self.ws, image_id, "submitted", self._on_applied))
         found = [i for i in (self.ws.next_image_with_status(self.project, s, image_id)
                              for s in ("unlabeled", "in_progress")) if i is not None and i != image_id]
         if not found:
@@ -181,7 +182,7 @@ class LabelingSession(QObject):
             return None
         cmd = AddAnnotation(self.ws, self.image["id"], label_id, self._clamped(box), provenance, model_id,
                             self._on_applied)
-        self.undo_stack.push(cmd)
+        self._push(cmd)
         return cmd.annotation_id
 
     def change_boxes(self, boxes: dict[int, Box], provenance: str | None = None, nudge: bool = False) -> None:
@@ -194,7 +195,7 @@ class LabelingSession(QObject):
                 changes[aid] = (before, after)
         if changes and self.image:
             text = "nudge" if nudge else ("resize box" if len(changes) == 1 else "move boxes")
-            self.undo_stack.push(EditAnnotations(self.ws, self.image["id"], changes, text, self._on_applied,
+            self._push(EditAnnotations(self.ws, self.image["id"], changes, text, self._on_applied,
                                                  merge_id=NUDGE_ID if nudge else -1))
 
     def set_label(self, annotation_ids: list[int], label_id: int) -> None:
@@ -205,12 +206,16 @@ class LabelingSession(QObject):
                 changes[aid] = (before, AnnotationState(before.box, label_id, before.provenance))
         if changes and self.image:
             name = self.label_by_id[label_id]["name"]
-            self.undo_stack.push(EditAnnotations(self.ws, self.image["id"], changes, f"class → {name}",
+            self._push(EditAnnotations(self.ws, self.image["id"], changes, f"class → {name}",
                                                  self._on_applied))
 
     def delete(self, annotation_ids: list[int]) -> None:
         if annotation_ids and self.image:
-            self.undo_stack.push(DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied))
+            self._push(DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied))
+
+    def _push(self, cmd) -> None:
+        cmd.on_error = self.failed.emit
+        self.undo_stack.push(cmd)
 
     def undo(self) -> None:
         if self.undo_stack.canUndo():

@@ -37,18 +37,29 @@ class AnnotationState:
 
 
 class WorkspaceCommand(QUndoCommand):
+    """Base of the edits. A step that fails (a locked or read-only database, a bad value) has rolled
+    its transaction back, so nothing of it is on disk: the command says so through `on_error`, makes
+    itself obsolete (Qt drops it from the stack) and the session re-reads the truth."""
+
     def __init__(self, ws: Workspace, image_id: int, text: str, on_applied: Applied | None = None):
         super().__init__(text)
         self.ws = ws
         self.image_id = image_id
         self.on_applied = on_applied or (lambda image_id: None)
+        self.on_error: Callable[[str], None] = lambda message: None
 
     def redo(self) -> None:
-        self._redo()
-        self.on_applied(self.image_id)
+        self._run(self._redo, "save")
 
     def undo(self) -> None:
-        self._undo()
+        self._run(self._undo, "undo")
+
+    def _run(self, step: Callable[[], None], what: str) -> None:
+        try:
+            step()
+        except Exception as e:  # every step is one transaction: a failure changed nothing
+            self.setObsolete(True)
+            self.on_error(f"could not {what} “{self.text()}”: {e}. Nothing was changed.")
         self.on_applied(self.image_id)
 
     def _redo(self) -> None:
