@@ -199,3 +199,18 @@ def test_placeholder_shows_boxes_but_cannot_be_drawn_on(canvas, qtbot):
     assert canvas.annotation_boxes() == {1: (10, 10, 50, 50)}
     with pytest.raises(ValueError):
         canvas.set_placeholder(10, 10, "?", kind="oops")
+
+
+def test_crosshair_and_size_readout_while_drawing(canvas):
+    vp = canvas.viewport()
+    QTest.mouseMove(vp, canvas.to_view(40, 50))
+    vertical, horizontal = canvas._cross
+    assert vertical.isVisible() and vertical.line().x1() == pytest.approx(40, abs=1)
+    assert horizontal.line().y1() == pytest.approx(50, abs=1)
+    QTest.mousePress(vp, LEFT, NOMOD, canvas.to_view(40, 50))
+    QTest.mouseMove(vp, canvas.to_view(100, 80))
+    assert canvas._readout.isVisible() and canvas._readout.text == "60 × 30"
+    QTest.mouseRelease(vp, LEFT, NOMOD, canvas.to_view(100, 80))
+    assert not canvas._readout.isVisible()
+    QTest.mouseMove(vp, canvas.to_view(380, 320))  # off the image: no crosshair
+    assert not vertical.isVisible()
