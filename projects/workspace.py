@@ -514,7 +514,7 @@ class Workspace:
             "a.created_at, a.updated_at, a.deleted_at FROM annotations a JOIN images i ON i.id = a.image_id "
             f"LEFT JOIN models m ON m.id = a.model_id WHERE i.project_id = ?{only}{live} ORDER BY a.image_id, a.id",
             [pid])
-        return images, iter(cur)
+        return images, cur  # a cursor: iterate it, or fetchmany() in chunks
 
     # --- labeling window queries: counts and pages that stay fast with 100,000 images ----------
     def status_counts(self, project: str) -> dict[str, int]:

@@ -151,17 +151,17 @@ def write_coco(data: ExportData, file: Path, image_dir: str | None = "images") -
     text = json.dumps(head, ensure_ascii=False)
     with open(file, "w", encoding="utf-8") as f:
         f.write(text[:-1] + ', "annotations": [')
-        n = len(data.boxes)
         step = 50_000
-        for start in range(0, n, step):
-            rows = []
-            b = data.boxes[start:start + step].tolist()
-            imgs = (data.box_image[start:start + step] + 1).tolist()
-            cats = (data.box_label[start:start + step] + 1).tolist()
-            for k, ((x1, y1, x2, y2), img, cat) in enumerate(zip(b, imgs, cats)):
-                w, h = x2 - x1, y2 - y1
-                rows.append({"id": start + k + 1, "image_id": img, "category_id": cat, "bbox": [x1, y1, w, h],
-                             "area": w * h, "iscrowd": 0, "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]]})
+        for start in range(0, len(data.boxes), step):
+            b = data.boxes[start:start + step]
+            x, y = b[:, 0], b[:, 1]
+            w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+            rows = [{"id": i, "image_id": img, "category_id": cat, "bbox": [bx, by, bw, bh], "area": a, "iscrowd": 0,
+                     "segmentation": []}
+                    for i, img, cat, bx, by, bw, bh, a in zip(
+                        range(start + 1, start + len(b) + 1), (data.box_image[start:start + step] + 1).tolist(),
+                        (data.box_label[start:start + step] + 1).tolist(), x.tolist(), y.tolist(), w.tolist(),
+                        h.tolist(), (w * h).tolist())]
             chunk = json.dumps(rows, ensure_ascii=False)[1:-1]
             f.write(chunk if start == 0 else ", " + chunk)
         f.write("]}\n")
