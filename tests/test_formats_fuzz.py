@@ -156,3 +156,19 @@ def test_mutated_archive_manifest(samples, fuzz_ws, data):
         assert str(e).strip()
     finally:
         shutil.rmtree(tmp)
+
+
+@FUZZ
+@given(text=st.text(max_size=300) | st.sampled_from(["names: {0: a, 2: b}", "names: [a]\nnc: 3", "train: /etc",
+                                                      "names: [a]\ntrain: ../../x", "names: !!python/name:os.system",
+                                                      "names: [a]\ntrain: [1, 2]", "names:\n  x: a"]))
+def test_random_data_yaml(samples, text):
+    src, _ = samples["yolo"]
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    try:
+        copy = tmp / "data"
+        shutil.copytree(src, copy)
+        (copy / "data.yaml").write_text(text, encoding="utf-8")
+        _read("yolo", copy, tmp / "scratch")
+    finally:
+        shutil.rmtree(tmp)
