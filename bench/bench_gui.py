@@ -234,11 +234,17 @@ def bench_switch(folder: Path, files: int, dwell_ms: int, prefetch: bool) -> dic
 
 
 def bench_edits(folder: Path, n: int, files: int) -> dict:
+    """Each round: draw a box, nudge it, give it a class by key, then delete it (Delete) or undo the class
+    change (Ctrl+Z), so the image keeps about its 10 imported boxes, as a typical image would."""
     window = open_window(folder, BIG)
-    c, vp = window.canvas, window.canvas.viewport()
-    window.session.go_to(files - 1)  # a real file with its 10 imported boxes (a drag over a box draws too)
+    c, vp, s = window.canvas, window.canvas.viewport(), window.session
+    s.go_to(files - 1)  # a real file with its 10 imported boxes (a drag over a box draws too)
     wait_ready(window)
-    out = {"draw": [], "nudge": [], "class_key": [], "undo": []}
+    _remove_bench_boxes(s.ws, s.image["id"])
+    s.go_to(files - 2)
+    s.go_to(files - 1)
+    wait_ready(window)
+    out = {"draw": [], "nudge": [], "class_key": [], "delete": [], "undo": []}
     rng = np.random.default_rng(1)
     for k in range(n):
         x, y = float(rng.integers(0, 1700)), float(rng.integers(0, 900))
@@ -247,22 +253,32 @@ def bench_edits(folder: Path, n: int, files: int) -> dict:
         QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
         QTest.mouseMove(vp, QPoint((a.x() + b.x()) // 2, (a.y() + b.y()) // 2))
         QTest.mouseMove(vp, b)
-        t = time.perf_counter()
-        QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b)
-        out["draw"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        QTest.keyClick(c, Qt.Key.Key_Right)
-        out["nudge"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        QTest.keyClick(c, Qt.Key.Key_2 if k % 2 else Qt.Key.Key_3)
-        out["class_key"].append(time.perf_counter() - t)
-        if k % 2:
+        class_key = Qt.Key.Key_2 if k % 2 else Qt.Key.Key_3
+        steps = [("draw", lambda b=b: QTest.mouseRelease(vp, Qt.MouseButton.LeftButton,
+                                                          Qt.KeyboardModifier.NoModifier, b)),
+                 ("nudge", lambda: QTest.keyClick(c, Qt.Key.Key_Right)),
+                 ("class_key", lambda key=class_key: QTest.keyClick(c, key)),
+                 ("delete", lambda: QTest.keyClick(c, Qt.Key.Key_Delete)) if k % 2 else
+                 ("undo", lambda: QTest.keyClick(c, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier))]
+        for name, act in steps:
             t = time.perf_counter()
-            QTest.keyClick(c, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-            out["undo"].append(time.perf_counter() - t)
-    boxes = len(window.session.annotations)
+            act()
+            out[name].append(time.perf_counter() - t)
+        if not k % 2:
+            QTest.keyClick(c, Qt.Key.Key_Delete)  # untimed: keep the image at its usual number of boxes
+        spin(5)  # let the repaint happen, as between an annotator's key presses
+    boxes = len(s.annotations)
+    _remove_bench_boxes(s.ws, s.image["id"])
     close(window)
     return {**out, "boxes_on_image_at_end": boxes}
+
+
+def _remove_bench_boxes(ws: Workspace, image_id: int) -> None:
+    """Soft-delete the boxes earlier runs drew, so every run edits an image with its 10 imported boxes."""
+    with ws.transaction():
+        for a in ws.annotations(image_id):
+            if a["provenance"] != "imported":
+                ws.delete_annotation(a["id"])
 
 
 def bench_stalls(folder: Path, files: int) -> dict:
@@ -349,7 +365,8 @@ def main() -> None:
     res["edits"] = e
     print(f"\nedit commit on the {args.annotations:,}-annotation workspace (event → committed → canvas and lists "
           f"updated):")
-    for k in ("draw", "nudge", "class_key", "undo"):
+    print(f"  ({e['boxes_on_image_at_end']} boxes on the image at the end)")
+    for k in ("draw", "nudge", "class_key", "delete", "undo"):
         print(f"  {k:10s}: p50 {ms(pct(e[k], 50))}, p95 {ms(pct(e[k], 95))}, max {ms(max(e[k]))} ({len(e[k])})")
 
     s = bench_stalls(folder, args.files)
