@@ -92,6 +92,8 @@ def _step(name: str, coco: Path, work: Path) -> dict:
         from projects.formats import ImportOptions, import_annotations
         from projects.workspace import Workspace
 
+        phases = _time_phases()
+
         t0 = time.perf_counter()  # count the import, not library loading (the others do not load ours either)
         ws_dir = work / f"ws-{name.replace(' ', '_')}"
         shutil.rmtree(ws_dir, ignore_errors=True)
@@ -99,7 +101,8 @@ def _step(name: str, coco: Path, work: Path) -> dict:
         ws.add_project("bench")
         rep = import_annotations(ws, "bench", "coco", coco,
                                  ImportOptions(add_labels=True, trust_sizes="trust" in name, workers=2))
-        extra = {"boxes": rep.boxes_imported, "images": rep.images_added, "issues": dict(rep.counts)}
+        extra = {"boxes": rep.boxes_imported, "images": rep.images_added, "issues": dict(rep.counts),
+                 "phases": phases}
         ws.close()
     elif name == "export":
         from projects.formats import export_project
@@ -115,6 +118,33 @@ def _step(name: str, coco: Path, work: Path) -> dict:
         raise SystemExit(f"unknown step {name}")
     seconds = time.perf_counter() - t0
     return {"step": name, "seconds": seconds, "peak_mib": _peak_mib(), **extra}
+
+
+def _time_phases() -> dict[str, float]:
+    """Wrap the importer's stages to time them (seconds, filled in as the import runs)."""
+    import functools
+
+    import projects.formats.coco as coco
+    import projects.formats.importer as importer
+    from projects.workspace import Workspace
+
+    spent: dict[str, float] = {}
+    stages = [(coco, "read_json", "parse JSON"), (coco, "parse_coco", "read COCO records"),
+              (importer, "_locate_and_probe", "find, hash (and decode) images"),
+              (importer, "_check_boxes", "check boxes"), (Workspace, "bulk_import", "SQLite insert (one transaction)"),
+              (importer, "_apply", "write, all told")]
+    for owner, attr, label in stages:
+        fn = getattr(owner, attr)
+
+        def timed(*a, _fn=fn, _label=label, **k):
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **k)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - t
+
+        setattr(owner, attr, functools.wraps(fn)(timed))
+    return spent
 
 
 def _peak_mib() -> float:
@@ -163,6 +193,8 @@ def main() -> None:
         r = results[step]
         print(f"{step}: {r.get('images')} images, {r.get('boxes')} boxes"
               + (f", issues {r['issues']}" if r.get("issues") else ""))
+        if r.get("phases"):
+            print("    " + ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items()))
 
 
 if __name__ == "__main__":
