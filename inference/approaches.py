@@ -197,6 +197,6 @@ class LossComputer:
             loss, cls_l, box_l = loss_from_config(cls_out, box_out, targets, self.model.config, len(group.nodes))
             share = len(idx) / len(batch)
             total = total + loss * share
-            parts["cls"] += float(cls_l) * share
-            parts["box"] += float(box_l) * share
+            parts["cls"] += cls_l.item() * share
+            parts["box"] += box_l.item() * share
         return total, parts

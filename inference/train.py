@@ -47,6 +47,7 @@ class TrainConfig:
     image_size: int = 256
     epochs: float | None = None
     minutes: float | None = None
+    steps: int | None = None  # optimizer steps in all (a compute budget that other jobs on the machine cannot skew)
     projects: list[str] | None = None
     batch_size: int = 8
     lr: float = 2e-3
@@ -65,7 +66,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """What must match for a saved state to be resumed."""
-        keys = ("approach", "model", "image_size", "epochs", "minutes", "projects", "batch_size", "lr",
+        keys = ("approach", "model", "image_size", "epochs", "minutes", "steps", "projects", "batch_size", "lr",
                 "pretrained", "seed", "ignore_band", "target_rules")
         return json.loads(json.dumps({k: getattr(self, k) for k in keys}))
 
@@ -105,9 +106,10 @@ def _optimizer_from(tensors: dict[str, torch.Tensor], groups: dict[str, Any]) ->
 class Trainer:
     def __init__(self, ws: Workspace, out: str | Path, cfg: TrainConfig):
         self.ws, self.out, self.cfg = ws, Path(out), cfg
-        if (cfg.epochs is None) == (cfg.minutes is None):
-            raise TrainError("give exactly one budget: epochs or minutes")
-        if (cfg.epochs is not None and cfg.epochs <= 0) or (cfg.minutes is not None and cfg.minutes <= 0):
+        budgets = [b for b in (cfg.epochs, cfg.minutes, cfg.steps) if b is not None]
+        if len(budgets) != 1:
+            raise TrainError("give exactly one budget: epochs, minutes or steps")
+        if budgets[0] <= 0:
             raise TrainError("the budget must be positive")
         check_image_size(cfg.image_size)
         self.spec = model_spec(cfg.model)
@@ -169,6 +171,8 @@ class Trainer:
         resumed = self._load_state()
         pretrained = "none" if resumed else resolve_pretrained(self.spec, cfg.pretrained)
         model = build_detector(self.app.layout, cfg.model, self.groups, cfg.image_size, pretrained).to(self.device)
+        if self.device.type == "cpu":  # oneDNN convolutions run about a quarter faster in NHWC on CPU
+            model = model.to(memory_format=torch.channels_last)
         counters: dict[str, Any] = {"phase": 0, "phase_step": 0, "phase_seconds": 0.0, "steps": 0,
                                     "images": 0, "seconds": 0.0, "loss": None}
         opt_state = None
@@ -190,19 +194,25 @@ class Trainer:
             if opt_state is not None:
                 opt.load_state_dict(opt_state)
                 opt_state = None
+            steps_before = counters["steps"]
             try:
                 self._run_phase(model, opt, scaler, loss_fn, phase, counters)
             except KeyboardInterrupt:
                 self._save_state(model, opt, counters)
                 print(f"\ninterrupted: state saved to {self.state_dir}; run the same command to resume")
                 raise
-            self._save_state(model, opt, counters)
+            if counters["steps"] != steps_before:  # a phase that did nothing (a step cap) leaves nothing to save
+                if pi + 1 < len(self.phases):
+                    counters.update(phase=pi + 1, phase_step=0, phase_seconds=0.0)
+                self._save_state(model, opt, counters)
         return self._finish(model, counters)
 
     def _budget(self, phase: Phase, steps_per_epoch: int) -> tuple[str, float]:
         if self.cfg.minutes is not None:
             return "seconds", self.cfg.minutes * 60.0 * phase.share
-        return "steps", max(1.0, self.cfg.epochs * steps_per_epoch)
+        if self.cfg.steps is not None:
+            return "steps", float(max(1, round(self.cfg.steps * phase.share)))
+        return "steps", float(max(1, math.ceil(self.cfg.epochs * steps_per_epoch)))
 
     def _run_phase(self, model, opt, scaler, loss_fn, phase: Phase, counters: dict[str, Any]) -> None:
         cfg = self.cfg
@@ -215,9 +225,9 @@ class Trainer:
         done = lambda: (counters["phase_seconds"] if kind == "seconds" else counters["phase_step"]) >= budget
         capped = lambda: cfg.max_steps is not None and counters["steps"] >= cfg.max_steps
         label = f"{cfg.approach}" + (f" [{phase.name}]" if len(self.phases) > 1 else "")
-        bar = tqdm(total=round(budget, 1) if kind == "seconds" else int(budget), disable=not cfg.progress,
-                   desc=label, unit="s" if kind == "seconds" else "step", dynamic_ncols=True,
-                   initial=min(counters["phase_seconds"] if kind == "seconds" else counters["phase_step"], budget))
+        used = lambda: int(counters["phase_seconds"] if kind == "seconds" else counters["phase_step"])
+        bar = tqdm(total=int(budget), disable=not cfg.progress, desc=label, dynamic_ncols=True,
+                   unit="s" if kind == "seconds" else "step", initial=min(used(), int(budget)))
         last_save = time.perf_counter()
         model.train()
         while not done() and not capped():
@@ -229,6 +239,8 @@ class Trainer:
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * lr_factor(progress)
                 x = x.to(self.device, non_blocking=True)
+                if self.device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
                 for t in batch:
                     t["boxes_yxyx"] = t["boxes_yxyx"].to(self.device)
                     t["weights"] = t["weights"].to(self.device)
@@ -250,7 +262,7 @@ class Trainer:
                 counters["images"] += len(batch)
                 value = float(loss)
                 counters["loss"] = value if counters["loss"] is None else 0.9 * counters["loss"] + 0.1 * value
-                bar.update(round(dt, 2) if kind == "seconds" else 1)
+                bar.update(max(0, min(used(), int(budget)) - bar.n))
                 bar.set_postfix(loss=f"{counters['loss']:.3f}", img_s=f"{len(batch) / dt:.1f}",
                                 lr=f"{opt.param_groups[0]['lr']:.1e}")
                 if time.perf_counter() - last_save > cfg.save_every_s:

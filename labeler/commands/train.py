@@ -28,6 +28,7 @@ def _models() -> list[str]:
            arg("--image-size", type=int, default=256, help="square input size, a multiple of 64 (default 256)"),
            arg("--epochs", type=float, help="passes over the training split"),
            arg("--minutes", type=float, help="wall-clock training budget instead of epochs"),
+           arg("--steps", type=int, help="optimizer steps in all, instead of epochs or minutes"),
            arg("--projects", help="comma-separated project names (default: all)"),
            arg("--batch-size", type=int, default=8),
            arg("--lr", type=float, default=2e-3),
@@ -48,17 +49,18 @@ def train_cmd(args) -> int:
     from inference.models import ModelError
     from inference.train import TrainConfig, TrainError, train
 
-    if (args.epochs is None) == (args.minutes is None):
-        raise CommandError("give exactly one of --epochs N or --minutes M")
+    if sum(b is not None for b in (args.epochs, args.minutes, args.steps)) != 1:
+        raise CommandError("give exactly one of --epochs N, --minutes M or --steps S")
     if args.approach not in _approaches():
         raise CommandError(f"unknown approach {args.approach!r} (one of {', '.join(_approaches())})")
     if args.model not in _models():
         raise CommandError(f"unknown model {args.model!r} (one of {', '.join(_models())})")
     if args.threads:
         torch.set_num_threads(args.threads)
+    projects = [p.strip() for p in args.projects.split(",")] if args.projects else None
     cfg = TrainConfig(approach=args.approach, model=args.model, image_size=args.image_size, epochs=args.epochs,
-                      minutes=args.minutes, projects=[p.strip() for p in args.projects.split(",")] if args.projects
-                      else None, batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained, seed=args.seed,
+                      minutes=args.minutes, steps=args.steps, projects=projects,
+                      batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained, seed=args.seed,
                       ignore_band=(0.4, 0.5) if args.ignore_band else None,
                       dtype="float16" if args.half else "float32", device=args.device,
                       evaluate=not args.no_eval, register=not args.no_register)
