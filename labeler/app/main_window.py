@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -37,6 +37,7 @@ from widgets.shortcut_sheet import ShortcutSheet
 
 TOOLBAR = {"previous_image": "◀ Previous", "next_image": "Next ▶", "next_unlabeled": "Next unlabeled",
            "submit_and_next": "Submit ✓", "undo": "Undo", "redo": "Redo", "fit": "Fit", "shortcuts": "Keys (F1)"}
+PREFETCH_DELAY_MS = 40
 STATUS_WORDS = {"unlabeled": "unlabeled", "in_progress": "in progress", "submitted": "submitted"}
 
 
@@ -65,6 +66,10 @@ class MainWindow(QMainWindow):
         self.project_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.ready_image_id: int | None = None
         self.last_error: str | None = None
+        self._prefetch_timer = QTimer(self)
+        self._prefetch_timer.setSingleShot(True)
+        self._prefetch_timer.setInterval(PREFETCH_DELAY_MS)
+        self._prefetch_timer.timeout.connect(self._prefetch)
         self._dialogs: list[QWidget] = []
         self._build()
         self.actions_by_name = keymap.install(self)
@@ -175,12 +180,18 @@ class MainWindow(QMainWindow):
             return
         self.image_list.set_current_row(s.index)
         path = str(s.ws.image_path(img["path"]))
-        decoded = self.loader.request((img["id"], path), s.neighbours())
+        decoded = self.loader.request((img["id"], path))
+        self._prefetch_timer.start()  # neighbours after this image is painted: both cores go to the switch first
         if decoded is not None:
             self._show(decoded)
         else:
             self.canvas.set_placeholder(img["width"], img["height"], Path(path).name, LOADING)
         self._update_position()
+
+    def _prefetch(self) -> None:
+        img = self.session.image
+        if img is not None:
+            self.loader.request((img["id"], str(self.session.ws.image_path(img["path"]))), self.session.neighbours())
 
     def _on_annotations_changed(self) -> None:
         s = self.session
@@ -303,6 +314,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """Nothing to save (every edit is committed); just stop decoding."""
+        self._prefetch_timer.stop()
         self.loader.clear()
         self.loader.wait(5000)
         super().closeEvent(event)
