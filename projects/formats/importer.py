@@ -342,7 +342,8 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
     bad = [r for r in results if isinstance(r, str)]
     if bad and not opts.skip_missing:
         raise TransferError(f"{len(bad)} images cannot be read; pass --skip-missing to import the rest:\n  "
-                            + "\n  ".join(bad[:EXAMPLES]))
+                            + "\n  ".join(bad[:EXAMPLES])
+                            + (f"\n  ... and {len(bad) - EXAMPLES} more" if len(bad) > EXAMPLES else ""))
     remap = np.full(len(order), -1, dtype=np.int64)
     infos: list[ImageInfo] = []
     staged: list[tuple[Path, Path] | None] = []
