@@ -25,6 +25,7 @@ class ShortcutSheet(QDialog):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         bold = QFont()
@@ -35,9 +36,10 @@ class ShortcutSheet(QDialog):
                 group = r.group
                 self._add(group, "", bold, header=True)
             self._add(r.keys, r.description)
+        self.table.resizeRowsToContents()
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
-        self.resize(560, 640)
+        self.resize(720, 760)
 
     def _add(self, keys: str, text: str, font: QFont | None = None, header: bool = False) -> None:
         row = self.table.rowCount()

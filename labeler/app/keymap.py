@@ -30,6 +30,7 @@ class Binding:
     description: str
     handler: Handler | None  # None: a mouse gesture the canvas implements, listed for the sheet
     group: str
+    family: str = ""  # rows of one family share a line of the F1 sheet (the nine class keys, the nudges)
 
 
 BINDINGS: list[Binding] = []
@@ -89,7 +90,8 @@ def _class_handler(digit: str) -> Handler:
 for _d in "123456789":
     BINDINGS.append(Binding(f"class_{_d}", (_d, f"Num+{_d}"),
                             f"Class {_d}: give it to the selected boxes, and draw the next boxes with it",
-                            _class_handler(_d), "Boxes"))
+                            _class_handler(_d), "Boxes", "Class 1–9 (also on the keypad): give it to the selected "
+                                                         "boxes, and draw the next boxes with it"))
 
 
 @bind("pick_class", ("C",), "Pick a class by name (searchable)", "Boxes")
@@ -134,9 +136,10 @@ def _nudge(dx: int, dy: int) -> Handler:
 
 for _key, (_dx, _dy) in {"Left": (-1, 0), "Right": (1, 0), "Up": (0, -1), "Down": (0, 1)}.items():
     BINDINGS.append(Binding(f"nudge_{_key.lower()}", (_key,), f"Move the selected boxes 1 px {_key.lower()}",
-                            _nudge(_dx, _dy), "Boxes"))
+                            _nudge(_dx, _dy), "Boxes", "Move the selected boxes 1 px"))
     BINDINGS.append(Binding(f"nudge_{_key.lower()}_10", (f"Shift+{_key}",),
-                            f"Move the selected boxes 10 px {_key.lower()}", _nudge(10 * _dx, 10 * _dy), "Boxes"))
+                            f"Move the selected boxes 10 px {_key.lower()}", _nudge(10 * _dx, 10 * _dy), "Boxes",
+                            "Move the selected boxes 10 px"))
 
 
 @bind("undo", ("Ctrl+Z",), "Undo (unlimited within the session)", "Boxes")
@@ -219,10 +222,18 @@ def install(window: MainWindow, bindings: list[Binding] = BINDINGS) -> dict[str,
 
 
 def sheet_rows(bindings: list[Binding] = BINDINGS) -> list[SheetRow]:
-    """The table as the F1 sheet shows it, keys in the platform's own notation."""
-    rows = []
+    """The table as the F1 sheet shows it, keys in the platform's own notation; a family is one line."""
+    rows: list[SheetRow] = []
+    families: dict[str, int] = {}
     for b in bindings:
         keys = b.keys if b.handler is None else [QKeySequence(k).toString(QKeySequence.SequenceFormat.NativeText)
-                                                 for k in b.keys]
-        rows.append(SheetRow(b.group, " / ".join(dict.fromkeys(keys)), b.description))
+                                                 for k in b.keys if not (b.family and k.startswith("Num+"))]
+        text = " / ".join(dict.fromkeys(keys))
+        if b.family and b.family in families:
+            row = rows[families[b.family]]
+            rows[families[b.family]] = SheetRow(row.group, f"{row.keys} {text}", row.description)
+            continue
+        if b.family:
+            families[b.family] = len(rows)
+        rows.append(SheetRow(b.group, text, b.family or b.description))
     return rows
