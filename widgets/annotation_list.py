@@ -30,6 +30,10 @@ class AnnotationList(QTreeWidget):
         self.setRootIsDecorated(False)
         self.setUniformRowHeights(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        # Fixed widths: measuring the columns on every switch cost more than the rest of the list.
+        self.setColumnWidth(0, 150)
+        self.setColumnWidth(1, 80)
+        self.header().setStretchLastSection(True)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.itemSelectionChanged.connect(self._emit_selection)
         self._quiet = False
@@ -42,13 +46,16 @@ class AnnotationList(QTreeWidget):
         self._quiet = True
         try:
             wanted = {r.id for r in rows}
+            if not wanted & self._items.keys():  # another image: start afresh, faster than removing one by one
+                self.clear()
+                self._items.clear()
+                self._shown.clear()
             for i in reversed(range(self.topLevelItemCount())):
                 item = self.topLevelItem(i)
                 if item.data(0, Qt.ItemDataRole.UserRole) not in wanted:
                     self.takeTopLevelItem(i)
                     self._items.pop(item.data(0, Qt.ItemDataRole.UserRole), None)
                     self._shown.pop(item.data(0, Qt.ItemDataRole.UserRole), None)
-            added = False
             for r in rows:
                 item = self._items.get(r.id)
                 if item is None:
@@ -56,11 +63,7 @@ class AnnotationList(QTreeWidget):
                     item.setData(0, Qt.ItemDataRole.UserRole, r.id)
                     self._items[r.id] = item
                     self.addTopLevelItem(item)
-                    added = True
                 self._fill(item, r)
-            if added:
-                for col in range(2):
-                    self.resizeColumnToContents(col)
         finally:
             self._quiet = False
 

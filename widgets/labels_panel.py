@@ -7,6 +7,7 @@ that class): the same as pressing its number key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPixmap
@@ -22,7 +23,9 @@ class LabelSpec:
     node: str  # the super-taxonomy node the label maps to (shown so annotators see what it means)
 
 
+@lru_cache(maxsize=256)
 def swatch(color: str, size: int = 14) -> QIcon:
+    """A square of the label's colour (cached: the lists ask for the same few colours all day)."""
     pm = QPixmap(size, size)
     pm.fill(QColor(color))
     return QIcon(pm)
