@@ -265,11 +265,13 @@ def truth_nodes(sup: SuperTaxonomy, objects: Iterable[dict[str, Any]], nodes: se
 
 def evaluate_ground_truth(ws: Workspace, predictor, truth: str | Path | dict[str, Any], split: str = "test",
                           nodes: Sequence[str] | None = None, score_threshold: float = DEFAULT_SCORE,
-                          box_key: str = "box") -> EvalResult:
+                          box_key: str = "box", per_project: bool = False) -> EvalResult:
     """Score on full ground truth in super-taxonomy nodes for every image of the split (any status).
 
     `truth` is `{"images": {stored_path: [{"node": n, "box": [x1, y1, x2, y2]}, ...]}}` (the demo's
-    ground_truth.json). `nodes` defaults to the nodes some project labels (the ones a model can learn)."""
+    ground_truth.json). `nodes` defaults to the nodes some project labels (the ones a model can learn).
+    `per_project` adds each project's figures on its own images, per node (used to measure recall on the
+    objects a customer does not label)."""
     data = _read_json(truth) if not isinstance(truth, dict) else truth
     where = str(truth) if not isinstance(truth, dict) else "<ground truth>"
     if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
@@ -280,12 +282,14 @@ def evaluate_ground_truth(ws: Workspace, predictor, truth: str | Path | dict[str
     node_set = set(nodes) & set(predictor.node_names)
     b = _Builder([n for n in sup.names if n in node_set])
     rows: list[tuple[int, Path]] = []
+    project_of: dict[int, str] = {}
     for p in ws.project_names():
         for image_id in ws.image_ids(p):
             row = ws.image(image_id)
             if split_of(int(row["split_bucket"])) != split or row["path"] not in data["images"]:
                 continue
             rows.append((image_id, ws.image_path(row["path"])))
+            project_of[image_id] = p
             b.image(image_id, int(row["width"]), int(row["height"]))
             for i, o in enumerate(data["images"][row["path"]]):
                 if not isinstance(o, dict) or o.get("node") not in sup:
@@ -301,5 +305,12 @@ def evaluate_ground_truth(ws: Workspace, predictor, truth: str | Path | dict[str
             if d.node in node_set:
                 b.det(image_id, d.node, d.box, d.score)
     result = b.evaluate(score_threshold)
+    if per_project:
+        for p in ws.project_names():
+            ids = {i for i, q in project_of.items() if q == p}
+            if ids:
+                r = b.evaluate(score_threshold, ids)
+                result.per_project[p] = {"mAP50": r.map50, "mAP": r.map, "recall": r.recall, "images": r.images,
+                                         "per_node": r.per_category}
     result.seconds_per_image = spi
     return result

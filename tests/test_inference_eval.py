@@ -141,8 +141,13 @@ def test_ground_truth_eval_uses_every_object_and_its_ancestors(demo_ws):
 
                 if split_of(row["split_bucket"]) == "train":
                     rows.append([(n, o["box"]) for o in truth["images"][row["path"]] for n in sup.positives(o["node"])])
-        r = evaluate_ground_truth(ws, TruthPredictor(sup.names, rows), demo_ws / "ground_truth.json", split="train")
+        r = evaluate_ground_truth(ws, TruthPredictor(sup.names, rows), demo_ws / "ground_truth.json", split="train",
+                                  per_project=True)
         assert r.map50 == pytest.approx(1.0) and r.recall == 1.0
+        assert set(r.per_project) == {"A", "B", "C"}
+        # A's day scenes hold vehicles nobody at A labels: full ground truth counts them
+        assert r.per_project["A"]["per_node"]["vehicle"]["recall"] == 1.0
+        assert sum(p["images"] for p in r.per_project.values()) == r.images
         assert "cyclist" not in r.per_category  # no project labels it: no model can learn it
         n_people = sum(1 for objs in rows for n, _ in objs if n == "person")
         assert r.per_category["person"]["gt"] == n_people > 0
