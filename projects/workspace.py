@@ -430,8 +430,8 @@ class Workspace:
         """Insert many images and annotations in one transaction; returns the image ids in `images` order.
 
         Why: an import of 1,000,000 boxes through `add_annotation` takes many minutes; plain
-        `executemany` of tuples takes seconds (sqlite-utils' `insert_all` builds a dict per row: 4.5x slower on
-        200,000 rows here). `images` are dicts with path, sha256, width, height, status and
+        `executemany` of tuples takes seconds (sqlite-utils' `insert_all` builds and checks a dict per row,
+        several times slower). `images` are dicts with path, sha256, width, height, status and
         optionally added_at and status_updated_at; a path already in the project is reused, and its
         status moves from unlabeled to the given one (never back). `annotations` are columns: "image"
         (indices into `images`), "label_id", "x1", "y1", "x2", "y2", "provenance", "author", "model_id",

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from test_formats_support import make_source, snapshot
 
-from projects.formats import FormatError, TransferError, export_project, import_annotations
+from projects.formats import FormatError, ImportOptions, TransferError, export_project, import_annotations
 from projects.formats.archive import Limits, read_archive
 from projects.taxonomy import Node, SuperTaxonomy
 from projects.workspace import Workspace
@@ -133,3 +133,19 @@ def test_not_a_zip(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(TransferError, match="not a readable zip"):
         import_annotations(Workspace.create(tmp_path / "dst"), "P", "archive", tmp_path / "x.zip")
+
+
+def test_archive_into_an_existing_project_keeps_its_labels_and_says_so(tmp_path):
+    src = make_source(tmp_path / "src")
+    export_project(src, "P", "archive", tmp_path / "p.zip")
+    dst = Workspace.create(tmp_path / "dst")
+    dst.add_project("P")
+    dst.add_label("P", "Car", "vehicle")  # the archive maps Car to car
+    with pytest.raises(TransferError, match="labels not in project 'P'.*'Human'.*'Light'"):
+        import_annotations(dst, "P", "archive", tmp_path / "p.zip")
+    rep = import_annotations(dst, "P", "archive", tmp_path / "p.zip", ImportOptions(add_labels=True))
+    kind = "labels mapped to another node in the archive than in this project (the project's kept)"
+    assert rep.counts[kind] == 1 and "Car: archive 'car', project 'vehicle'" in rep.examples[kind][0]
+    assert {lab["name"]: lab["node"] for lab in dst.labels("P")} == {"Car": "vehicle", "Human": "person",
+                                                                     "Light": "traffic_light"}
+    assert rep.boxes_imported == 6

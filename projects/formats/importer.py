@@ -210,8 +210,13 @@ def _image_extras(ds: Dataset, entry_image: np.ndarray, n: int) -> list[dict[str
 def _match_labels(ws: Workspace, project: str | None, ds: Dataset, opts: ImportOptions,
                   report: ImportReport) -> tuple[list[str | None], list[Label]]:
     """Each dataset label's project label (None: dropped by the mapping), and the labels to create."""
-    have = {lab["name"] for lab in ws.labels(project)} if project else set()
+    node_of = {lab["name"]: lab["node"] for lab in ws.labels(project)} if project else {}
+    have = set(node_of)
     archive_labels = {lab["name"]: lab for lab in (ds.taxonomy or {}).get("labels", [])}
+    for name, lab in archive_labels.items():
+        if name in node_of and node_of[name] != lab["node"]:
+            report.issue("labels mapped to another node in the archive than in this project (the project's kept)",
+                         f"{name}: archive {lab['node']!r}, project {node_of[name]!r}")
     creating = ds.taxonomy is not None and project is None  # a new project built from an archive
     used = np.bincount(np.frombuffer(ds.box_label, dtype=np.int64), minlength=len(ds.labels)) if len(ds) else \
         np.zeros(len(ds.labels), dtype=np.int64)
