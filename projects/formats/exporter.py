@@ -75,7 +75,16 @@ def export_project(ws: Workspace, project: str, format_name: str, out: str | Pat
 
 def export_data(ws: Workspace, project: str, only_submitted: bool = False, include_deleted: bool = False,
                 copy_images: bool = True) -> ExportData:
-    """The project as arrays and small records, in the customer's label names and label order."""
+    """The project as arrays and small records, in the customer's label names and label order.
+
+    Read in one transaction, so images and annotations come from the same snapshot even while the
+    labeling window keeps writing.
+    """
+    with ws.transaction():
+        return _read(ws, project, only_submitted, include_deleted, copy_images)
+
+
+def _read(ws: Workspace, project: str, only_submitted: bool, include_deleted: bool, copy_images: bool) -> ExportData:
     labels_rows = ws.labels(project)
     labels = [ExportLabel(r["name"], r["node"], r["color"], r["shortcut"]) for r in labels_rows]
     sup = ws.super_taxonomy()
@@ -101,8 +110,12 @@ def export_data(ws: Workspace, project: str, only_submitted: bool = False, inclu
             break
         cols = list(zip(*chunk))  # transpose in C: one array per column, no per-row Python
         arr = np.empty((len(chunk), 6), dtype=np.float64)
-        arr[:, 0] = np.searchsorted(image_ids, np.array(cols[0], dtype=np.int64))
+        ids = np.array(cols[0], dtype=np.int64)
+        arr[:, 0] = where = np.searchsorted(image_ids, ids)
         arr[:, 1] = label_lookup[np.array(cols[1], dtype=np.int64)]
+        if len(image_ids) == 0 or (image_ids[np.minimum(where, len(image_ids) - 1)] != ids).any() \
+                or (arr[:, 1] < 0).any():
+            raise TransferError(f"project {project!r} changed while it was read; export again")
         for k in range(2, 6):
             arr[:, k] = np.array(cols[k], dtype=np.float64)
         parts.append(arr)
