@@ -89,7 +89,7 @@ class BoxItem(QGraphicsItem):
 
     def handle_at(self, pos: QPointF) -> str | None:
         """The resize handle under `pos` (scene coordinates), corners first; None off the handles."""
-        if self.style != ANNOTATION or not self.isSelected():
+        if not self.isSelected():
             return None
         tol = self._margin()
         for name, p in self.handle_points().items():
@@ -123,7 +123,7 @@ class BoxItem(QGraphicsItem):
         painter.setBrush(QBrush(fill))
         painter.drawRect(self._rect)
         self._paint_tag(painter)
-        if selected and self.style == ANNOTATION:
+        if selected:  # a selected proposal can be resized too: it then becomes an annotation
             self._paint_handles(painter)
 
     def tag_text(self) -> str:

@@ -84,6 +84,9 @@ class Canvas(QGraphicsView):
     proposal_selected = Signal(object)  # list[int]: selected proposal ids
     proposal_accepted = Signal(int)
     proposal_rejected = Signal(int)
+    proposal_adjusted = Signal(int, object)  # (proposal id, Box): a proposal was moved or resized
+    refine_clicked = Signal(float, float)  # Alt+click: image coordinates of an object to box
+    refine_dragged = Signal(object)  # Alt+drag: a rough Box to tighten
     cursor_moved = Signal(float, float)  # image coordinates under the mouse
     zoom_changed = Signal(float)  # screen pixels per image pixel
 
@@ -110,6 +113,7 @@ class Canvas(QGraphicsView):
         self._handle: str | None = None
         self._pending: BoxItem | None = None  # an unselected box pressed: click selects it, drag draws
         self._orig: dict[int, QRectF] = {}
+        self._target: dict[int, BoxItem] = self._boxes  # the items a move/resize acts on
         pen = QPen(QColor(255, 255, 255, 170), 1, Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self._cross = (QGraphicsLineItem(), QGraphicsLineItem())
@@ -333,11 +337,25 @@ class Canvas(QGraphicsView):
         if button != Qt.MouseButton.LeftButton:
             return
         toggle = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if event.modifiers() & Qt.KeyboardModifier.AltModifier and self._editable and self._inside_image(p):
+            self._mode = "refine"  # a click or a rough box for the model to tighten
+            self._press_scene = self._clamp(p, snap=False)
+            self._draft.setRect(QRectF(self._press_scene, self._press_scene))
+            self._draft.setVisible(True)
+            return
+        for item in self._proposals.values():
+            handle = item.handle_at(p) if self._editable else None
+            if handle:
+                self._start(("resize", handle), [item], self._proposals)
+                return
         proposal = self._hit(self._proposals, p)
         if proposal is not None:
+            was_selected = proposal.isSelected()
             self.select([] if not toggle else self.selected_ids(), [proposal.item_id])
             self.proposal_selected.emit([proposal.item_id])
             self.selection_changed.emit(self.selected_ids())
+            if was_selected and self._editable and not toggle:  # dragging a selected proposal adjusts it
+                self._start(("move", None), [proposal], self._proposals)
             return
         for item in self._boxes.values():
             handle = item.handle_at(p) if self._editable else None
@@ -369,8 +387,10 @@ class Canvas(QGraphicsView):
             self._draft.setVisible(True)
             self._update_readout(p)
 
-    def _start(self, mode: tuple[str, str | None], items: list[BoxItem]) -> None:
+    def _start(self, mode: tuple[str, str | None], items: list[BoxItem],
+               target: dict[int, BoxItem] | None = None) -> None:
         self._mode, self._handle = mode
+        self._target = self._boxes if target is None else target
         self._orig = {it.item_id: it.rect() for it in items}
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
@@ -391,7 +411,7 @@ class Canvas(QGraphicsView):
             self.selection_changed.emit([])
             self._draft.setRect(QRectF(self._press_scene, self._press_scene))
             self._draft.setVisible(True)
-        if self._mode == "draw":
+        if self._mode in ("draw", "refine"):
             self._draft.setRect(QRectF(self._press_scene, self._clamp(p)).normalized())
             self._update_readout(p)
         elif self._mode == "move":
@@ -400,7 +420,7 @@ class Canvas(QGraphicsView):
                                        round(p.y() - self._press_scene.y()))
             for i, r in self._orig.items():
                 moved = r.translated(dx, dy)
-                self._boxes[i].set_box((moved.left(), moved.top(), moved.right(), moved.bottom()))
+                self._target[i].set_box((moved.left(), moved.top(), moved.right(), moved.bottom()))
         elif self._mode == "resize":
             (i, r), = self._orig.items()
             q = self._clamp(p)
@@ -413,8 +433,8 @@ class Canvas(QGraphicsView):
                 y1 = q.y()
             if "b" in self._handle:
                 y2 = q.y()
-            self._boxes[i].set_box((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
-            self._update_readout(p, self._boxes[i].rect())
+            self._target[i].set_box((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
+            self._update_readout(p, self._target[i].rect())
         else:
             self._update_cursor(p)
 
@@ -432,11 +452,23 @@ class Canvas(QGraphicsView):
             r = self._draft.rect().normalized()
             if r.width() >= MIN_BOX and r.height() >= MIN_BOX:
                 self.box_drawn.emit((r.left(), r.top(), r.right(), r.bottom()))
+        elif mode == "refine":
+            self._draft.setVisible(False)
+            r = self._draft.rect().normalized()
+            if (event.position().toPoint() - self._press_view).manhattanLength() < 4:
+                self.refine_clicked.emit(self._press_scene.x(), self._press_scene.y())
+            elif r.width() >= MIN_BOX and r.height() >= MIN_BOX:
+                self.refine_dragged.emit((r.left(), r.top(), r.right(), r.bottom()))
         elif mode in ("move", "resize"):
-            changed = {i: self._boxes[i].box() for i, r in self._orig.items()
-                       if i in self._boxes and self._boxes[i].rect() != r}
+            target, self._target = self._target, self._boxes
+            changed = {i: target[i].box() for i, r in self._orig.items() if i in target and target[i].rect() != r}
             self._orig = {}
-            if changed:
+            if not changed:
+                return
+            if target is self._proposals:
+                for i, box in changed.items():
+                    self.proposal_adjusted.emit(i, box)
+            else:
                 self.boxes_changed.emit(changed)
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
@@ -482,15 +514,16 @@ class Canvas(QGraphicsView):
 
     def cancel_gesture(self) -> bool:
         """Abandon a drawing, move or resize in progress (Escape); True when there was one."""
-        had = self._mode in ("draw", "move", "resize")
+        had = self._mode in ("draw", "move", "resize", "refine")
         self._cancel_gesture()
         return had
 
     def _cancel_gesture(self) -> None:
         for i, r in self._orig.items():
-            if i in self._boxes:
-                self._boxes[i].set_box((r.left(), r.top(), r.right(), r.bottom()))
+            if i in self._target:
+                self._target[i].set_box((r.left(), r.top(), r.right(), r.bottom()))
         self._orig = {}
+        self._target = self._boxes
         self._mode = None
         self._pending = None
         self._draft.setVisible(False)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Qt
+from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, QObject, Qt
 from PySide6.QtGui import QUndoCommand
-from PySide6.QtWidgets import QLabel, QSlider
+from PySide6.QtWidgets import QApplication, QLabel, QSlider
 
 from inference.prelabels import Proposal, customer_proposals
 from inference.qt_worker import QtPredictionWorker
@@ -49,11 +49,11 @@ class RefineAnswer:
     annotation_id: int | None  # the box it would replace (R on a selected box), or None for a new one
 
 
-class _Reject(QUndoCommand):
-    """Rejecting a proposal writes nothing; undo shows it again."""
+class _Hide(QUndoCommand):
+    """Hides proposals that were rejected (or turned into annotations); writes nothing, undo shows them."""
 
-    def __init__(self, ctl: PrelabelController, image_id: int, keys: list[int]):
-        super().__init__("reject proposal" if len(keys) == 1 else f"reject {len(keys)} proposals")
+    def __init__(self, ctl: PrelabelController, image_id: int, keys: list[int], text: str = ""):
+        super().__init__(text or ("reject proposal" if len(keys) == 1 else f"reject {len(keys)} proposals"))
         self.ctl, self.image_id, self.keys = ctl, image_id, keys
 
     def redo(self) -> None:
@@ -108,8 +108,40 @@ class PrelabelController(QObject):
         self.session.image_changed.connect(self._on_image_changed)
         self.session.annotations_changed.connect(self.render)
         self.session.project_changed.connect(self.render)
+        self._wrap_action("submit_and_next", self.accept_selected)
+        self._wrap_action("delete_boxes", self.reject_selected)
+        window.installEventFilter(self)
         self.worker.start()
         self._on_image_changed()
+
+    def _wrap_action(self, name: str, first) -> None:
+        """Enter and Delete act on a selected proposal first, else do what they did before."""
+        action = self.w.actions_by_name[name]
+        if name == "submit_and_next" and getattr(self.w, "findings", None) is not None:
+            previous = self.w.findings.submit
+        else:
+            handler = next(b.handler for b in keymap.BINDINGS if b.name == name)
+            previous = lambda: handler(self.w)
+        action.triggered.disconnect()
+        action.triggered.connect(lambda *_: first() or previous())
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.w and event.type() == QEvent.Type.Close:
+            self.shutdown()
+        return False
+
+    def wait_for_current(self, timeout_s: float) -> bool:
+        """Process events until the current image's detections arrived (screenshots, tests)."""
+        clock = QElapsedTimer()
+        clock.start()
+        while clock.elapsed() < timeout_s * 1000:
+            image_id = self._image_id()
+            if image_id is None or image_id in self.detections or self.worker.service.predictor is None and \
+                    self.worker.last_status and "loading" not in self.worker.last_status:
+                QApplication.processEvents()
+                return image_id is None or image_id in self.detections
+            QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        return False
 
     # --- model → proposals ---------------------------------------------------------------------
     def _image_id(self) -> int | None:
@@ -192,16 +224,20 @@ class PrelabelController(QObject):
             return
         self._accept_many(ids)
 
-    def _accept_many(self, ids: list[int]) -> None:
+    def _accept_many(self, ids: list[int], box=None) -> None:
+        """One undo step: the new annotations, and the proposals they came from hidden."""
         stack = self.session.undo_stack
-        if len(ids) > 1:
-            stack.beginMacro(f"accept {len(ids)} pre-labels")
+        image_id = self._image_id()
+        kind = "adjust" if box is not None else "accept"
+        stack.beginMacro(f"{kind} pre-label" if len(ids) == 1 else f"{kind} {len(ids)} pre-labels")
         try:
             for pid in ids:
-                self._accept_one(pid)
+                self._accept_one(pid, box)
+            keys = [i for i in ids if i in self.proposals]
+            if keys and image_id is not None:
+                stack.push(_Hide(self, image_id, keys, "hide accepted"))
         finally:
-            if len(ids) > 1:
-                stack.endMacro()
+            stack.endMacro()
 
     def _accept_one(self, pid: int, box=None) -> None:
         image_id = self._image_id()
@@ -222,7 +258,7 @@ class PrelabelController(QObject):
 
     def adjust(self, proposal_id: int, box) -> None:
         """A proposal was dragged or resized: it becomes an annotation with the new box."""
-        self._accept_one(proposal_id, tuple(box))
+        self._accept_many([proposal_id], tuple(box))
 
     def reject_selected(self) -> bool:
         ids = self.selected()
@@ -238,7 +274,7 @@ class PrelabelController(QObject):
             self.render()
         image_id = self._image_id()
         if ids and image_id is not None:
-            self.session.undo_stack.push(_Reject(self, image_id, ids))
+            self.session.undo_stack.push(_Hide(self, image_id, ids))
 
     # --- refine --------------------------------------------------------------------------------
     def _allowed_nodes(self) -> set[str]:

@@ -5,6 +5,7 @@ Kept apart from the command so tests and benchmarks can open a session without a
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
+import labeler.app.findings
+import labeler.app.prelabels  # noqa: F401  (registers its key bindings before any window is built)
 from labeler.app import settings
 from labeler.app.main_window import MainWindow
 from labeler.app.session import LabelingSession
@@ -59,6 +62,17 @@ def open_session(folder: str | Path, project: str | None = None, image: int | No
         raise
 
 
+# Each module adds one concern to the window through its install(window): lint on submit, pre-labels.
+EXTENSIONS = ("labeler.app.findings", "labeler.app.prelabels")
+
+
+def build_window(session: LabelingSession, extensions: tuple[str, ...] = EXTENSIONS) -> MainWindow:
+    window = MainWindow(session)
+    for name in extensions:
+        importlib.import_module(name).install(window)
+    return window
+
+
 def wait_until_shown(window: MainWindow, timeout_s: float) -> bool:
     """Run the event loop until the current image (or its placeholder) is on the canvas."""
     target = window.session.image["id"] if window.session.image else None
@@ -75,12 +89,15 @@ def wait_until_shown(window: MainWindow, timeout_s: float) -> bool:
 def screenshot(session: LabelingSession, path: Path, timeout_s: float = 30, size: tuple[int, int] = (1440, 880)
                ) -> Path:
     """Render the window (offscreen when QT_QPA_PLATFORM=offscreen) to `path` once its image is shown."""
-    window = MainWindow(session)
+    window = build_window(session)
     try:
         window.resize(*size)
         window.show()
         if not wait_until_shown(window, timeout_s):
             raise CommandError(f"{path}: the image did not load within {timeout_s:.0f} s; no screenshot written")
+        prelabels = getattr(window, "prelabels", None)
+        if prelabels is not None:
+            prelabels.wait_for_current(timeout_s)
         if not window.grab().save(str(path)):
             raise CommandError(f"{path}: cannot write the screenshot (unknown image format or unwritable)")
         return path
@@ -98,7 +115,7 @@ class _Runner:
 
     def _show(self, session: LabelingSession) -> None:
         old = self.window
-        self.window = MainWindow(session)
+        self.window = build_window(session)
         self.window.workspace_requested.connect(self.switch)
         session.project_changed.connect(lambda: settings.remember(session.ws.folder, session.project))
         settings.remember(session.ws.folder, session.project)
