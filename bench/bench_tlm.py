@@ -95,6 +95,17 @@ def inference_cost(predictor: Predictor, paths: list, repeats: int = 1) -> dict[
             "forward_ms": 1000 * predictor.time_forward(batch_size=1, repeats=5)}
 
 
+def forward_gflops(predictor: Predictor) -> float:
+    """FLOPs of one bare forward pass at batch 1 (torch's counter): the inference cost no other job on
+    the machine can skew, unlike the milliseconds."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, predictor.image_size, predictor.image_size)
+    with FlopCounterMode(display=False) as counter:
+        predictor.forward(x)
+    return counter.get_total_flops() / 1e9
+
+
 def build(dataset: str, root: Path, args) -> tuple[Path, Path]:
     """(partially labelled workspace, oracle workspace) folders, built once and reused."""
     part, oracle = root / f"{dataset}_ws", root / f"{dataset}_oracle_ws"
@@ -133,6 +144,8 @@ def run_one(dataset: str, run: str, part: Path, oracle: Path, args, out: Path) -
         ev = evaluate_ground_truth(ws, predictor, ws.folder / GROUND_TRUTH, split="test", nodes=nodes,
                                    per_project=True)
         cost = inference_cost(predictor, test_images(ws, args.cost_images))
+        cost["gflops"] = forward_gflops(predictor)
+        cost["params_m"] = sum(p.numel() for p in predictor.model.parameters()) / 1e6
     sub = ev.subset(partial)
     t = result.metrics["train"]
     return {"dataset": dataset, "approach": run, "image_size": size, "budget": budget,
@@ -154,7 +167,9 @@ def reevaluate(row: dict, out: Path) -> dict:
         ev = evaluate_ground_truth(ws, predictor, ws.folder / GROUND_TRUTH, split="test", nodes=row["nodes"],
                                    per_project=True)
     assert abs(ev.map50 - row["mAP50"]) < 1e-9, "the checkpoint is not the one this row was measured on"
-    return {**row, **missing_recall(ev, labeled, row["nodes"])}
+    params = sum(p.numel() for p in predictor.model.parameters()) / 1e6
+    return {**row, **missing_recall(ev, labeled, row["nodes"]), "gflops": forward_gflops(predictor),
+            "params_m": params}
 
 
 def fmt(v: float, pct: bool = True) -> str:
@@ -165,13 +180,14 @@ def fmt(v: float, pct: bool = True) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| data | approach | mAP@0.5 | mAP@[.5:.95] | mAP@0.5 partial | recall@0.3 partial | "
-             "recall@0.3 where the customer does not label | train s (steps, images) | predict ms/img | "
-             "forward ms/img |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "recall@0.3 where the customer does not label | train s (steps, images) | GFLOPs/img | params M | "
+             "predict ms/img | forward ms/img |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['dataset']} | {r['approach']} | {fmt(r['mAP50'])} | {fmt(r['mAP'])} | "
                      f"{fmt(r['partial_mAP50'])} | {fmt(r['partial_recall'])} | {fmt(r.get('missing_recall'))} | "
-                     f"{r['train_seconds']:.0f} ({r['steps']}, {r['images_seen']}) | {r['predict_ms']:.0f} | "
+                     f"{r['train_seconds']:.0f} ({r['steps']}, {r['images_seen']}) | "
+                     f"{r.get('gflops', math.nan):.1f} | {r.get('params_m', math.nan):.1f} | {r['predict_ms']:.0f} | "
                      f"{r['forward_ms']:.0f} |")
     return "\n".join(lines)
 
