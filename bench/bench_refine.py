@@ -105,8 +105,8 @@ def main() -> None:
     bs = list(bccd("test", args.bccd_images))
     report["bccd"] = evaluate(bs, bpred, rng)
     print()
-    print(table(f"BCCD test split ({len(bs)} images, model {bpred.version if bpred else 'none: GrabCut only'})",
-                report["bccd"]))
+    name = bpred.version if bpred else "none: GrabCut only"
+    print(table(f"BCCD held-out test bucket ({len(bs)} images, model {name})", report["bccd"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -35,7 +35,14 @@ def synthetic(n: int, domain: str = "day", seed: int = HELD_OUT_SEED) -> Iterato
 
 
 def bccd(split: str = "test", limit: int | None = None) -> Iterator[Sample]:
-    names = (BCCD / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+    """BCCD images of Labeler's own stable split (`projects.split`, from each file's SHA-256): the split
+    `labeler train` holds out, so a model trained on a BCCD workspace never saw these images."""
+    import hashlib
+
+    from projects.split import split_bucket, split_of
+
+    names = sorted(p.stem for p in (BCCD / "JPEGImages").glob("*.jpg")
+                   if split_of(split_bucket(hashlib.sha256(p.read_bytes()).hexdigest())) == split)
     for name in names[:limit]:
         root = ET.parse(BCCD / "Annotations" / f"{name}.xml").getroot()
         boxes = []
