@@ -47,7 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inference.lint import LintConfig, lint_image  # noqa: E402
+from inference.lint_calibration import fit_calibration  # noqa: E402
 from inference.lint_types import Annotated  # noqa: E402
+from inference.prelabels import customer_proposals  # noqa: E402
 from projects.imaging import read_image  # noqa: E402
 from projects.quality import box_iou  # noqa: E402
 from projects.synthetic import customer_view, make_scene  # noqa: E402
@@ -234,8 +236,14 @@ def _hits(finding, errors: Sequence[Injected]) -> Injected | None:
     return None
 
 
+def calibrate(samples: Sequence[Sample], anns: Sequence[Sequence[Annotated]], config: LintConfig):
+    """As `labeler lint` does: fit the score calibration on the labels under review (here the corrupted ones)."""
+    return fit_calibration((a, customer_proposals(s.detections, s.view, min_score=0.0, nms_iou=config.nms_iou))
+                           for s, a in zip(samples, anns))
+
+
 def evaluate(samples: Sequence[Sample], anns: Sequence[Sequence[Annotated]], injected: Sequence[Injected],
-             config: LintConfig) -> dict:
+             config: LintConfig, calibrated: bool = True) -> dict:
     by_image: dict[int, list[Injected]] = defaultdict(list)
     for e in injected:
         by_image[e.image].append(e)
@@ -244,8 +252,9 @@ def evaluate(samples: Sequence[Sample], anns: Sequence[Sequence[Annotated]], inj
     true_findings = Counter()
     scores, quality = [], []
     t = time.perf_counter()
+    cal = calibrate(samples, anns, config) if calibrated else None
     for i, (s, a) in enumerate(zip(samples, anns)):
-        r = lint_image(a, s.detections, s.view, s.width, s.height, config)
+        r = lint_image(a, s.detections, s.view, s.width, s.height, config, cal)
         scores.append(r.image_score)
         quality.append(r.cleanlab_quality if r.cleanlab_quality is not None else 1.0)
         for f in r.findings:
@@ -265,7 +274,8 @@ def evaluate(samples: Sequence[Sample], anns: Sequence[Sequence[Annotated]], inj
     top = max(1, math.ceil(0.1 * len(samples)))
     out = {"images": len(samples), "boxes": sum(len(s.boxes) for s in samples), "per_kind": per_kind,
            "other_findings": {k: v for k, v in findings.items() if k not in FINDING_OF.values()},
-           "top_images": top, "lint_ms_per_image": 1000 * lint_s}
+           "top_images": top, "lint_ms_per_image": 1000 * lint_s,
+           "calibration": cal.to_dict() if cal is not None else None}
     for name, order in (("noisy_or", np.argsort(-np.array(scores), kind="stable")),
                         ("cleanlab", np.argsort(np.array(quality), kind="stable"))):
         chosen = set(order[:top].tolist())
@@ -292,10 +302,11 @@ def _ceiling(injected: Sequence[Injected], top: int) -> dict:
 
 
 def clean_findings(samples: Sequence[Sample], config: LintConfig) -> dict:
+    anns = [[Annotated(k, lab, box) for k, (lab, box) in enumerate(s.boxes)] for s in samples]
+    cal = calibrate(samples, anns, config)
     c = Counter()
-    for s in samples:
-        anns = [Annotated(k, lab, box) for k, (lab, box) in enumerate(s.boxes)]
-        c.update(f.kind for f in lint_image(anns, s.detections, s.view, s.width, s.height, config).findings)
+    for s, a in zip(samples, anns):
+        c.update(f.kind for f in lint_image(a, s.detections, s.view, s.width, s.height, config, cal).findings)
     return dict(c)
 
 
@@ -310,13 +321,14 @@ def run_dataset(name: str, pairs: list[tuple[Sample, np.ndarray]], model: Path, 
     chosen = set(rng.choice(with_boxes, size=max(1, math.ceil(0.1 * len(samples))), replace=False).tolist())
     anns_c, injected_c = inject(samples, rng, chosen)
     concentrated = evaluate(samples, anns_c, injected_c, config)
+    raw = evaluate(samples, anns, injected, config, calibrated=False)
     sweep = {}
     for t in args.sweep:
         r = evaluate(samples, anns, injected, LintConfig(threshold=t))["per_kind"]
         sweep[str(t)] = {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in r.items()}
     return {"dataset": name, "model": str(model), "predict_s_per_image": sec, "threshold": config.threshold,
             "clean_findings": clean_findings(samples, config), "spread": spread, "concentrated": concentrated,
-            "sweep": sweep}
+            "raw_scores": raw, "sweep": sweep}
 
 
 # --- report -----------------------------------------------------------------------------------------------
@@ -334,6 +346,13 @@ def print_report(res: dict) -> None:
     for kind, v in s["per_kind"].items():
         print(f"| {kind} ({FINDING_OF[kind]}) | {v['injected']} | {v['found']} | {_p(v['recall'])} | "
               f"{v['findings']} | {_p(v['precision'])} |")
+    raw = res["raw_scores"]["per_kind"]
+    print("\nwithout score calibration (raw model scores), precision / recall: " + ", ".join(
+        f"{FINDING_OF[k]} {_p(v['precision'])} / {_p(v['recall'])}" for k, v in raw.items()))
+    cal = s["calibration"]
+    if cal:
+        knots = ", ".join(f"{x:.2f}→{y:.2f}" for x, y in zip(cal["x"], cal["y"]) if x >= 0.05)
+        print(f"score calibration ({cal['positives']} matched / {cal['negatives']} unmatched predictions): {knots}")
     other = ", ".join(f"{k} {n}" for k, n in sorted(s["other_findings"].items())) or "none"
     print(f"\nrule findings on the corrupted labels (not injected): {other}")
     clean = ", ".join(f"{k} {n}" for k, n in sorted(res["clean_findings"].items())) or "none"

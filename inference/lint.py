@@ -12,7 +12,10 @@ each detection is mapped through `ProjectView.label_for` and dropped when the pr
   badly-located score), weighed by the prediction's confidence;
 * rules (`inference.lint_rules`): duplicate, zero_area, out_of_image, tiny, unknown_label.
 
-Every finding has a score in [0, 1]; those at or above `LintConfig.threshold` are reported. An image's
+The model's raw scores are first calibrated into the chance that a prediction is a real object, on the
+project's own labeled images (`inference.lint_calibration`), so that the thresholds mean the same for a
+shy model and a bold one. Every finding has a score in [0, 1]; those at or above `LintConfig.threshold`
+are reported. An image's
 error score, which ranks images, is the chance that at least one candidate is a real mistake,
 1 - prod(1 - score), over all candidates (also those under the threshold). Findings are stored per model
 version; on a re-lint, open findings are replaced and those the annotator dismissed are not raised again.
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inference.lint_calibration import ScoreCalibration, fit_calibration
 from inference.lint_cleanlab import BoxQualities, box_qualities
 from inference.lint_rules import check_rules, find_duplicates
 from inference.lint_types import KINDS, Annotated, Finding, LintConfig, Proposal
@@ -36,8 +40,8 @@ from inference.prelabels import customer_proposals
 from projects.taxonomy import ProjectView
 from projects.workspace import Workspace
 
-__all__ = ["KINDS", "Finding", "LintConfig", "LintError", "LintResult", "lint_image", "lint_project",
-           "lint_stored_image"]
+__all__ = ["KINDS", "Finding", "LintConfig", "LintError", "LintResult", "ScoreCalibration", "lint_image",
+           "lint_project", "lint_stored_image", "project_calibration", "project_proposals"]
 
 Progress = Callable[[str, int, int], None]  # stage ("predict" or "lint"), done, total
 
@@ -54,15 +58,29 @@ class LintResult:
     cleanlab_quality: float | None  # cleanlab's own image quality (None without a model)
 
 
+def project_proposals(detections: Sequence[Any] | None, view: ProjectView, config: LintConfig = LintConfig(),
+                      calibration: Callable[[float], float] | None = None) -> list[Proposal]:
+    """The model's detections in the project's labels (unlabeled classes dropped, NMS per label), with
+    calibrated scores when a calibration is given, down to `config.min_prediction_score`."""
+    if not detections:
+        return []
+    if calibration is None:
+        return customer_proposals(detections, view, min_score=config.min_prediction_score, nms_iou=config.nms_iou)
+    props = [replace(p, score=calibration(p.score))
+             for p in customer_proposals(detections, view, min_score=0.0, nms_iou=config.nms_iou)]
+    return [p for p in props if p.score >= config.min_prediction_score]
+
+
 def lint_image(annotations: Iterable[Annotated | Mapping[str, Any]], detections: Sequence[Any] | None,
-               view: ProjectView, width: int, height: int, config: LintConfig = LintConfig()) -> LintResult:
+               view: ProjectView, width: int, height: int, config: LintConfig = LintConfig(),
+               calibration: Callable[[float], float] | None = None) -> LintResult:
     """Lint one image. `annotations`: Annotated or workspace rows (id, label, x1..y2); `detections`: the
-    model's, in super-taxonomy nodes (Detection/PredictedBox or prediction rows), or None for rules only."""
+    model's, in super-taxonomy nodes (Detection/PredictedBox or prediction rows), or None for rules only;
+    `calibration` maps the model's raw scores to probabilities (`inference.lint_calibration`)."""
     anns = [a if isinstance(a, Annotated) else Annotated.from_row(a) for a in annotations]
     labels = [lab.name for lab in view.taxonomy.labels]
     rules = check_rules(anns, labels, width, height, config, view.taxonomy.rules.get("min_box_px"))
-    proposals = (customer_proposals(detections, view, min_score=config.min_prediction_score,
-                                    nms_iou=config.nms_iou) if detections else [])
+    proposals = project_proposals(detections, view, config, calibration)
     candidates = [*rules.findings, *find_duplicates(rules.usable, proposals, config)]
     quality = None
     if detections is not None:
@@ -169,7 +187,8 @@ def _repeats_dismissed(f: Finding, dismissed: Sequence[Mapping[str, Any]]) -> bo
 
 
 def lint_stored_image(ws: Workspace, image_id: int, model_id: int | None, view: ProjectView | None = None,
-                      config: LintConfig = LintConfig(), detections: Sequence[Any] | None = None) -> LintResult:
+                      config: LintConfig = LintConfig(), detections: Sequence[Any] | None = None,
+                      calibration: Callable[[float], float] | None = None) -> LintResult:
     """Lint one image of the workspace with the predictions stored for `model_id` (or `detections` given),
     store the reported findings and the image's score, and return the result. Without predictions (no
     model, or this model has not predicted the image yet) only the rules run, stored under model None."""
@@ -187,11 +206,32 @@ def lint_stored_image(ws: Workspace, image_id: int, model_id: int | None, view: 
     for a in anns:  # a label of another project is not in this taxonomy, whatever its name
         if project_labels is not None and a["label_id"] not in project_labels:
             a["label"] = f"{a['label']} (another project's label)"
-    result = lint_image(anns, detections, view, image["width"], image["height"], config)
+    result = lint_image(anns, detections, view, image["width"], image["height"], config,
+                        calibration if detections is not None else None)
     dismissed = ws.lint_findings(image_id, state="dismissed")  # by any model version: the annotator's answer
     kept = [f for f in result.findings if not _repeats_dismissed(f, dismissed)]
     ws.replace_lint_findings(image_id, model_id, [f.to_dict() for f in kept], result.image_score)
     return LintResult(kept, result.candidates, result.image_score, result.cleanlab_quality)
+
+
+def project_calibration(ws: Workspace, project: str, model_id: int | None, image_ids: Sequence[int] | None = None,
+                        config: LintConfig = LintConfig(), limit: int = 2000) -> ScoreCalibration | None:
+    """Fit the model's score calibration on the project's labeled images that it has predicted: `image_ids`
+    (default: the submitted ones), at most `limit` of them, spread evenly over the list."""
+    if model_id is None:
+        return None
+    ids = list(image_ids) if image_ids is not None else ws.image_ids(project, "submitted")
+    if len(ids) > limit:
+        ids = [ids[round(k * (len(ids) - 1) / (limit - 1))] for k in range(limit)]
+    view = ws.project_view(project)
+    pairs = []
+    for image_id in ids:
+        dets = ws.predictions(image_id, model_id)
+        if dets is None:
+            continue
+        pairs.append(([Annotated.from_row(a) for a in ws.annotations(image_id)],
+                      customer_proposals(dets, view, min_score=0.0, nms_iou=config.nms_iou)))
+    return fit_calibration(pairs)
 
 
 def _project_name(ws: Workspace, project_id: int) -> str:
@@ -210,14 +250,16 @@ class ProjectLint:
     findings: dict[int, list[Finding]] = field(default_factory=dict)  # image id -> reported findings
     predicted: int = 0  # images the model had to predict first
     errors: list[str] = field(default_factory=list)
+    calibration: ScoreCalibration | None = None  # fitted on the linted images (None: raw scores)
 
 
 def lint_project(folder: str | Path, project: str, *, config: LintConfig = LintConfig(),
                  statuses: Sequence[str] = ("in_progress", "submitted"), rules_only: bool = False,
                  progress: Progress | None = None, loader: Callable | None = None,
-                 threads: int | None = None, batch_size: int = 4) -> ProjectLint:
+                 threads: int | None = None, batch_size: int = 4, calibrate: bool = True) -> ProjectLint:
     """Lint every image of `project` whose status is in `statuses` with the latest model, predicting first
-    (through `PredictionService`, cached per model version) the images it has not predicted yet."""
+    (through `PredictionService`, cached per model version) the images it has not predicted yet. With
+    `calibrate`, the model's scores are first calibrated on these same images (`project_calibration`)."""
     progress = progress or (lambda stage, done, total: None)
     with Workspace.open(folder) as ws:
         ids = [i for s in statuses for i in ws.image_ids(project, s)]
@@ -231,8 +273,10 @@ def lint_project(folder: str | Path, project: str, *, config: LintConfig = LintC
                       predicted=len(todo), errors=errors)
     with Workspace.open(folder) as ws:
         view = ws.project_view(project)
+        out.calibration = project_calibration(ws, project, out.model_id, ids, config) if calibrate else None
         for k, image_id in enumerate(ids):
-            out.findings[image_id] = lint_stored_image(ws, image_id, out.model_id, view, config).findings
+            out.findings[image_id] = lint_stored_image(ws, image_id, out.model_id, view, config,
+                                                       calibration=out.calibration).findings
             progress("lint", k + 1, len(ids))
         ranked = {r["image_id"]: r for r in ws.lint_ranking(project, out.model_id)}
         if out.model_id is not None:  # images the model could not predict were linted by the rules only

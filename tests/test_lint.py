@@ -319,3 +319,27 @@ def test_lint_project_with_a_broken_model_says_so(ws_b):
     with pytest.raises(LintError, match="could not be loaded"):
         lint_project(ws.folder, "B", loader=broken, threads=1)
     assert lint_project(ws.folder, "B", rules_only=True).model_id is None
+
+
+def test_score_calibration_maps_raw_scores_to_the_chance_of_a_real_object():
+    """A shy model: its real objects score 0.3, its ghosts 0.1. Calibrated on labeled images, 0.3 becomes
+    a near-certain object, and the miss it points at is reported at the default threshold."""
+    from inference.lint import project_proposals
+    from inference.lint_calibration import fit_calibration, match_flags
+    from inference.lint_types import Annotated
+
+    v = view("B")
+    pairs = []
+    for k in range(30):
+        car = (10 + k, 100, 110 + k, 160)
+        anns = [Annotated(1, "Car", car)]
+        dets = [Det("car", car, 0.3), Det("truck", (200, 20, 260, 60), 0.1)]
+        pairs.append((anns, project_proposals(dets, v, LintConfig(min_prediction_score=0.0))))
+    assert match_flags(*pairs[0]) == [True, False]
+    cal = fit_calibration(pairs)
+    assert cal is not None and cal.positives == 30 and cal.negatives == 30
+    assert cal(0.3) == pytest.approx(1.0) and cal(0.1) == pytest.approx(0.0)
+    dets = [Det("car", CAR, 0.3)]
+    assert lint_image([], dets, v, W, H).findings == []  # raw 0.3: too shy to report
+    assert kinds(lint_image([], dets, v, W, H, calibration=cal)) == ["missed"]
+    assert fit_calibration(pairs[:5]) is None  # too little data: raw scores

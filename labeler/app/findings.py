@@ -4,7 +4,8 @@
 window's submit action:
 
 * On submit the current image is linted (`inference.lint.lint_stored_image`, with the latest model's
-  stored predictions for it, or the rules only when it has none yet). No open finding: the image is
+  stored predictions for it, calibrated on the project's submitted images, or the rules only when the
+  model has not predicted it yet). No open finding: the image is
   submitted as before. Open findings: nothing is submitted; the findings dock comes up with the worst
   one selected and zoomed to, and the annotator fixes (F) or dismisses (X) each. Submitting again on the
   same image *confirms* the rest: they are marked dismissed and the image is submitted.
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from labeler.app.main_window import MainWindow
 
 DELETE_KINDS = ("duplicate", "zero_area", "tiny")
+CALIBRATION_IMAGES = 500  # submitted images read to calibrate the model's scores (once per session)
 ZOOM_CONTEXT = 3.0  # the zoomed view shows about three times the box's size
 
 
@@ -59,6 +61,7 @@ class FindingsController(QObject):
         self.dock.raise_()
         self.pending: int | None = None  # the image whose open findings are on review
         self._model_id: int | None = None  # the model version of the findings shown
+        self._calibrations: dict[tuple[str, int | None], Any] = {}
         self._submit = next(b.handler for b in keymap.BINDINGS if b.name == "submit_and_next")
         action = window.actions_by_name["submit_and_next"]
         action.triggered.disconnect()
@@ -115,10 +118,21 @@ class FindingsController(QObject):
         model_id = self._latest_model_id()
         if model_id is not None and self.session.ws.predictions(image_id, model_id) is None:
             model_id = None  # not predicted yet: the rules only
-        lint_stored_image(self.session.ws, image_id, model_id, self.session.ws.project_view(self.session.project))
+        lint_stored_image(self.session.ws, image_id, model_id, self.session.ws.project_view(self.session.project),
+                          calibration=self._calibration(model_id))
         self._model_id = model_id
         self.refresh()
         return self.panel.open_count()
+
+    def _calibration(self, model_id: int | None):
+        """The model's score calibration on this project's submitted images, fitted once per session."""
+        from inference.lint import project_calibration
+
+        key = (self.session.project, model_id)
+        if key not in self._calibrations:
+            self._calibrations[key] = project_calibration(self.session.ws, self.session.project, model_id,
+                                                          limit=CALIBRATION_IMAGES)
+        return self._calibrations[key]
 
     def submit(self) -> None:
         """The window's submit, with the lint check in front and gold scoring after."""
