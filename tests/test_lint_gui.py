@@ -14,6 +14,7 @@ from labeler.app.findings import install
 from labeler.app.loader import ImageLoader
 from labeler.app.main_window import MainWindow
 from labeler.app.session import LabelingSession
+from labeler.app.window_runner import build_window
 from projects.workspace import Workspace
 
 
@@ -43,11 +44,17 @@ def prepare(folder, dropped: int = 1) -> tuple[int, list[dict]]:
     return image_id, objs[:dropped]
 
 
-def open_window(qtbot, folder, image_id) -> MainWindow:
+def open_window(qtbot, folder, image_id, composed: bool = False) -> MainWindow:
+    """The window with the lint extension alone, or (`composed`) as `labeler open` builds it, pre-labels
+    included (its worker finds the registered test model unloadable and works without pre-labels)."""
     session = LabelingSession(Workspace.open(folder), "B")
-    w = MainWindow(session, ImageLoader())
+    if composed:
+        w = build_window(session)
+        controller = w.findings
+    else:
+        w = MainWindow(session, ImageLoader())
+        controller = install(w)
     qtbot.addWidget(w)
-    controller = install(w)
     w.resize(1200, 800)
     w.show()
     qtbot.waitExposed(w)
@@ -70,9 +77,10 @@ def db(folder):
     ws.close()
 
 
-def test_submit_with_an_open_finding_shows_it_and_a_fix_lets_it_through(qtbot, folder, db):
+@pytest.mark.parametrize("composed", [False, True], ids=["lint-alone", "as-labeler-open-builds-it"])
+def test_submit_with_an_open_finding_shows_it_and_a_fix_lets_it_through(qtbot, folder, db, composed):
     image_id, (missed,) = prepare(folder)
-    w = open_window(qtbot, folder, image_id)
+    w = open_window(qtbot, folder, image_id, composed)
     c = w.findings
     press_submit(qtbot, w)
     assert db.image(image_id)["status"] == "in_progress"  # not submitted
