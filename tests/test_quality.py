@@ -173,10 +173,11 @@ def test_lint_command(gold_ws, capsys):
     assert code == 0, err
     data = json.loads(out)
     assert data["model"] == "m1" and data["images"] == 1 and data["counts"]["missed"] == 1
+    assert data["calibration"] is None  # four predictions are too few to calibrate on
     (f,) = data["ranking"][0]["findings"]
     assert f["kind"] == "missed" and f["suggested_label"] == "Bus" and f["box"] == [320, 100, 390, 200]
     code, out, _ = run(capsys, "lint", folder, "--project", "B")
-    assert code == 0 and "missed: 1" in out and "0.jpg" in out
+    assert code == 0 and "missed: 1" in out and "0.jpg" in out and "raw scores used" in out
     assert run(capsys, "lint", folder, "--project", "B", "--threshold", "2")[0] == 2
     with pytest.raises(SystemExit):
         run(capsys, "lint", folder, "--project", "B", "--status", "done")

@@ -71,6 +71,7 @@ def lint(args) -> int:
         print(json.dumps({
             "project": result.project, "model": result.model_version, "threshold": args.threshold,
             "images": len(result.findings), "predicted": result.predicted,
+            "calibration": result.calibration.to_dict() if result.calibration else None,
             "counts": {k: counts.get(k, 0) for k in KINDS},
             "ranking": [{**r, "score": round(r["score"], 4),
                          "findings": [f.to_dict() for f in result.findings.get(r["image_id"], [])]}
@@ -80,6 +81,10 @@ def lint(args) -> int:
     model = result.model_version or "no model (rules only)"
     print(f"linted {len(result.findings)} images of {args.project!r} with {model}; "
           f"{sum(counts.values())} findings at threshold {args.threshold:g}")
+    if result.model_version:
+        cal = result.calibration
+        print("  model scores calibrated on these images (" + (f"{cal.positives} predictions matched a box, "
+              f"{cal.negatives} did not)" if cal else "too few predictions: raw scores used)"))
     if counts:
         print("  " + ", ".join(f"{k}: {counts[k]}" for k in KINDS if counts.get(k)))
     shown = [r for r in result.ranking if r["score"] > 0][: max(0, args.top)]
