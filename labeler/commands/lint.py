@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from inference.lint import KINDS, LintConfig, LintError, lint_project
 from labeler.cli import CommandError, arg, arguments, command
 from projects.schema import STATUSES
 from projects.workspace import Workspace
@@ -29,14 +28,18 @@ def _statuses(text: str) -> list[str]:
 @arguments(arg("ws"), arg("--project", required=True),
            arg("--json", action="store_true", help="print JSON: the ranking and every reported finding"),
            arg("--model", metavar="DIR", help="a checkpoint folder: registered as a model version if it is new"),
-           arg("--threshold", type=float, default=LintConfig.threshold,
-               help=f"report findings scoring at least this (0-1, default {LintConfig.threshold})"),
+           arg("--threshold", type=float, default=None,
+               help="report findings scoring at least this (0-1, default: the linter's own, 0.5)"),
            arg("--status", default="in_progress,submitted", type=_statuses,
                help="which images to lint, by status (comma-separated; default in_progress,submitted)"),
            arg("--rules-only", action="store_true", help="no model: only the rule checks"),
            arg("--top", type=int, default=20, help="images to list (text output; default 20)"),
            arg("--threads", type=int, default=None, help="torch threads for predicting (default: cores - 1)"))
 def lint(args) -> int:
+    from inference.lint import KINDS, LintConfig, LintError, lint_project  # torch and cleanlab: only when linting
+
+    if args.threshold is None:
+        args.threshold = LintConfig.threshold
     if not 0.0 <= args.threshold <= 1.0:
         raise CommandError(f"--threshold must lie in 0..1, got {args.threshold}")
     with Workspace.open(args.ws) as ws:
