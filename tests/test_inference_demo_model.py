@@ -23,7 +23,8 @@ def test_demo_model_is_small_and_described():
     meta = read_meta(DEMO)
     assert (DEMO / "model.safetensors").stat().st_size < 10 * 2**20
     assert meta["approach"] == "tlm" and meta["weights"]["dtype"] == "float16"
-    assert meta["training"]["steps"] > 0 and "val" in meta["metrics"]
+    budget = meta["training"]
+    assert (budget["steps"] or budget["minutes"] or budget["epochs"]) > 0 and "val" in meta["metrics"]
 
 
 def test_demo_model_finds_vehicles_in_unseen_demo_scenes():

@@ -75,8 +75,9 @@ def center(box):
 
 
 def select_a_proposal(w) -> tuple[int, tuple]:
-    """Click the centre of a proposal; nested proposals pick the smallest under the click."""
-    box = next(iter(w.canvas.proposal_boxes().values()))
+    """Click the centre of the largest proposal (its centre is far from its resize handles); nested
+    proposals pick the smallest under the click."""
+    box = max(w.canvas.proposal_boxes().values(), key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
     click(w.canvas, center(box))
     (pid,) = w.canvas.selected_proposal_ids()
     return pid, w.canvas.proposal_boxes()[pid]
@@ -144,9 +145,11 @@ def test_dragging_a_proposal_makes_an_adjusted_annotation(window, db, qtbot):
     wait_proposals(qtbot, window)
     pid, box = select_a_proposal(window)
     c = center(box)
-    drag(window.canvas, c, (c[0] + 6, c[1] + 4))
+    w, h = window.session.image["width"], window.session.image["height"]
+    dx, dy = (6 if c[0] < w / 2 else -6), (4 if c[1] < h / 2 else -4)  # towards the middle: never clamped
+    drag(window.canvas, c, (c[0] + dx, c[1] + dy))
     (row,) = [a for a in db.annotations(window.session.image["id"]) if a["provenance"] == "prelabel_adjusted"]
-    assert row["x1"] == pytest.approx(box[0] + 6, abs=1.01) and row["y1"] == pytest.approx(box[1] + 4, abs=1.01)
+    assert row["x1"] == pytest.approx(box[0] + dx, abs=1.01) and row["y1"] == pytest.approx(box[1] + dy, abs=1.01)
     assert pid not in window.canvas.proposal_boxes()
 
 
