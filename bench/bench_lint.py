@@ -23,8 +23,11 @@ only the linter's top tenth.
 Run (figures go to docs/benchmarks/lint.md):
     nice .venv/bin/python bench/bench_lint.py --prepare-bccd            # BCCD workspace, prints the train command
     nice .venv/bin/python -m labeler train /tmp/labeler-bench/lint-bccd/ws --out /tmp/labeler-bench/lint-bccd/model \
-        --image-size 384 --minutes 25 --half --seed 0 --no-register
-    nice .venv/bin/python bench/bench_lint.py [--synthetic-model DIR] [--bccd-model DIR]
+        --image-size 384 --minutes 45 --half --seed 0 --no-register
+    nice .venv/bin/python bench/bench_lint.py [--synthetic-model DIR] [--bccd-model DIR] [--draws 10]
+
+Each figure pools `--draws` independent injection draws on the same images and predictions (the model
+runs once per image); top-10 % shares are given as the mean and range over the draws.
 """
 
 from __future__ import annotations
@@ -268,9 +271,7 @@ def evaluate(samples: Sequence[Sample], anns: Sequence[Sequence[Annotated]], inj
     for kind, fkind in FINDING_OF.items():
         n = sum(e.kind == kind for e in injected)
         hit = sum(e.kind == kind and id(e) in found for e in injected)
-        per_kind[kind] = {"injected": n, "found": hit, "recall": hit / n if n else None,
-                          "findings": findings[fkind], "precision": true_findings[fkind] / findings[fkind]
-                          if findings[fkind] else None}
+        per_kind[kind] = {"injected": n, "found": hit, "findings": findings[fkind], "true": true_findings[fkind]}
     top = max(1, math.ceil(0.1 * len(samples)))
     out = {"images": len(samples), "boxes": sum(len(s.boxes) for s in samples), "per_kind": per_kind,
            "other_findings": {k: v for k, v in findings.items() if k not in FINDING_OF.values()},
@@ -310,25 +311,90 @@ def clean_findings(samples: Sequence[Sample], config: LintConfig) -> dict:
     return dict(c)
 
 
+def pool(runs: Sequence[dict]) -> dict:
+    """Repeated injection draws on the same images: per-kind counts summed (then precision and recall), the
+    top-10 % shares as mean, min and max over the draws."""
+    out = {k: v for k, v in runs[0].items() if not k.startswith("top10_") and k not in ("per_kind", "other_findings")}
+    out["draws"] = len(runs)
+    out["per_kind"] = {}
+    for kind in FINDING_OF:
+        n, hit, fnd, true = (sum(r["per_kind"][kind][k] for r in runs) for k in ("injected", "found", "findings",
+                                                                                 "true"))
+        out["per_kind"][kind] = {"injected": n, "found": hit, "recall": hit / n if n else None, "findings": fnd,
+                                 "precision": true / fnd if fnd else None}
+    out["other_findings"] = dict(sum((Counter(r["other_findings"]) for r in runs), Counter()))
+    for key in [k for k in runs[0] if k.startswith("top10_")]:
+        out[key] = {}
+        for group in ("misses_and_swaps", "all"):
+            vals = [r[key][group] for r in runs if r[key][group] is not None]
+            out[key][group] = {"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)} if vals else None
+    return out
+
+
+def contact_sheets(pairs: list[tuple[Sample, np.ndarray]], config: LintConfig, folder: Path, tag: str,
+                   per_kind: int = 20, seed: int = 0) -> list[Path]:
+    """For checking by eye: a random sample of the findings on the *clean* labels, one PNG per model kind.
+    Green: the annotations; blue: the annotation the finding is about; red: the model's box (the finding)."""
+    import cv2
+
+    samples = [s for s, _ in pairs]
+    anns = [[Annotated(k, lab, box) for k, (lab, box) in enumerate(s.boxes)] for s in samples]
+    cal = calibrate(samples, anns, config)
+    found = [(f, img, a) for (s, img), a in zip(pairs, anns)
+             for f in lint_image(a, s.detections, s.view, s.width, s.height, config, cal).findings]
+    rng = np.random.default_rng(seed)
+    out = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("missed", "wrong_class", "bad_box"):
+        mine = [x for x in found if x[0].kind == kind]
+        tiles = []
+        for i in rng.permutation(len(mine))[:per_kind]:
+            f, img, a = mine[i]
+            im = img.copy()
+            for ann in a:
+                color = (0, 0, 255) if ann.id == f.annotation_id else (0, 200, 0)
+                cv2.rectangle(im, tuple(map(int, ann.box[:2])), tuple(map(int, ann.box[2:])), color, 2)
+            x1, y1, x2, y2 = map(int, f.box)
+            cv2.rectangle(im, (x1, y1), (x2, y2), (255, 0, 0), 2)
+            cx, cy, r = (x1 + x2) // 2, (y1 + y2) // 2, max(x2 - x1, y2 - y1, 60)
+            tile = cv2.resize(im[max(0, cy - r): cy + r, max(0, cx - r): cx + r], (200, 200))
+            cv2.putText(tile, f"{f.suggested_label or ''} {f.score:.2f}", (3, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 0, 0), 1)
+            tiles.append(tile)
+        if not tiles:
+            continue
+        tiles += [np.full((200, 200, 3), 255, np.uint8)] * (-len(tiles) % 5)
+        sheet = np.vstack([np.hstack(tiles[k: k + 5]) for k in range(0, len(tiles), 5)])
+        path = folder / f"{tag}-{kind}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        out.append(path)
+    return out
+
+
 def run_dataset(name: str, pairs: list[tuple[Sample, np.ndarray]], model: Path, args) -> dict:
     samples = [s for s, _ in pairs]
     sec = predict(pairs, model, args.threads)
     config = LintConfig(threshold=args.threshold)
-    rng = np.random.default_rng(args.seed)
-    anns, injected = inject(samples, rng)
-    spread = evaluate(samples, anns, injected, config)
+    if args.sheets:
+        for path in contact_sheets(pairs, config, args.sheets, name.split()[0], seed=args.seed):
+            print(f"contact sheet: {path}")
     with_boxes = [i for i, s in enumerate(samples) if s.boxes]
-    chosen = set(rng.choice(with_boxes, size=max(1, math.ceil(0.1 * len(samples))), replace=False).tolist())
-    anns_c, injected_c = inject(samples, rng, chosen)
-    concentrated = evaluate(samples, anns_c, injected_c, config)
-    raw = evaluate(samples, anns, injected, config, calibrated=False)
-    sweep = {}
-    for t in args.sweep:
-        r = evaluate(samples, anns, injected, LintConfig(threshold=t))["per_kind"]
-        sweep[str(t)] = {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in r.items()}
+    spread, concentrated, raw, sweep_runs = [], [], [], defaultdict(list)
+    for draw in range(args.draws):
+        rng = np.random.default_rng([args.seed, draw])
+        anns, injected = inject(samples, rng)
+        spread.append(evaluate(samples, anns, injected, config))
+        raw.append(evaluate(samples, anns, injected, config, calibrated=False))
+        for t in args.sweep:
+            sweep_runs[t].append(evaluate(samples, anns, injected, LintConfig(threshold=t)))
+        chosen = set(rng.choice(with_boxes, size=max(1, math.ceil(0.1 * len(samples))), replace=False).tolist())
+        anns_c, injected_c = inject(samples, rng, chosen)
+        concentrated.append(evaluate(samples, anns_c, injected_c, config))
+    sweep = {str(t): {k: {"precision": v["precision"], "recall": v["recall"]}
+                      for k, v in pool(runs)["per_kind"].items()} for t, runs in sweep_runs.items()}
     return {"dataset": name, "model": str(model), "predict_s_per_image": sec, "threshold": config.threshold,
-            "clean_findings": clean_findings(samples, config), "spread": spread, "concentrated": concentrated,
-            "raw_scores": raw, "sweep": sweep}
+            "clean_findings": clean_findings(samples, config), "spread": pool(spread),
+            "concentrated": pool(concentrated), "raw_scores": pool(raw), "sweep": sweep}
 
 
 # --- report -----------------------------------------------------------------------------------------------
@@ -336,11 +402,15 @@ def _p(v) -> str:
     return "–" if v is None else f"{100 * v:.0f} %"
 
 
+def _range(v) -> str:
+    return "–" if v is None else f"{100 * v['mean']:.0f} % ({100 * v['min']:.0f}–{100 * v['max']:.0f})"
+
+
 def print_report(res: dict) -> None:
     s, c = res["spread"], res["concentrated"]
     print(f"\n## {res['dataset']}: {s['images']} images, {s['boxes']} correct boxes; model {res['model']}")
     print(f"predict {1000 * res['predict_s_per_image']:.0f} ms/image, lint {s['lint_ms_per_image']:.1f} ms/image; "
-          f"threshold {res['threshold']}")
+          f"threshold {res['threshold']}; {s['draws']} injection draws pooled")
     print("\n| injected error | injected | found | recall | findings of that kind | precision |")
     print("|---|---:|---:|---:|---:|---:|")
     for kind, v in s["per_kind"].items():
@@ -351,20 +421,22 @@ def print_report(res: dict) -> None:
         f"{FINDING_OF[k]} {_p(v['precision'])} / {_p(v['recall'])}" for k, v in raw.items()))
     cal = s["calibration"]
     if cal:
-        knots = ", ".join(f"{x:.2f}→{y:.2f}" for x, y in zip(cal["x"], cal["y"]) if x >= 0.05)
-        print(f"score calibration ({cal['positives']} matched / {cal['negatives']} unmatched predictions): {knots}")
+        at = ", ".join(f"{x} → {np.interp(x, cal['x'], cal['y']):.2f}" for x in (0.2, 0.3, 0.4, 0.5, 0.6, 0.8))
+        print(f"score calibration, first draw ({cal['positives']} matched / {cal['negatives']} unmatched "
+              f"predictions): raw {at}")
     other = ", ".join(f"{k} {n}" for k, n in sorted(s["other_findings"].items())) or "none"
     print(f"\nrule findings on the corrupted labels (not injected): {other}")
     clean = ", ".join(f"{k} {n}" for k, n in sorted(res["clean_findings"].items())) or "none"
     print(f"findings on the clean labels (before injection): {clean}")
-    print(f"\n| errors in the top 10 % of images ({s['top_images']} images) | misses + swaps | all kinds |")
+    print(f"\n| errors in the top 10 % of images ({s['top_images']} images), mean (min–max) over draws "
+          "| misses + swaps | all kinds |")
     print("|---|---:|---:|")
     for label, key, d in (("spread over all images: linter ranking (noisy-OR)", "top10_noisy_or", s),
                           ("spread: ranking by cleanlab's image quality", "top10_cleanlab", s),
                           ("spread: best any ranking could do", "top10_ceiling", s),
                           ("in 10 % of the images: linter ranking (noisy-OR)", "top10_noisy_or", c),
                           ("in 10 % of the images: ranking by cleanlab's image quality", "top10_cleanlab", c)):
-        print(f"| {label} | {_p(d[key]['misses_and_swaps'])} | {_p(d[key]['all'])} |")
+        print(f"| {label} | {_range(d[key]['misses_and_swaps'])} | {_range(d[key]['all'])} |")
     if res["sweep"]:
         print("\nthreshold sweep (precision / recall):")
         print("| threshold | " + " | ".join(FINDING_OF[k] for k in RATES) + " |")
@@ -385,13 +457,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=LintConfig.threshold)
     ap.add_argument("--sweep", type=float, nargs="*", default=[0.3, 0.5, 0.7])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draws", type=int, default=10, help="injection draws on the same images, pooled")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    ap.add_argument("--sheets", type=Path, default=None,
+                    help="write contact sheets of findings on the clean labels here, to check them by eye")
     args = ap.parse_args(argv)
     if args.prepare_bccd:
         ws = prepare_bccd(args.bccd, args.bccd_work)
         print(f"BCCD workspace: {ws}\ntrain with:\n  nice .venv/bin/python -m labeler train {ws} --out "
-              f"{args.bccd_work / 'model'} --image-size 384 --minutes 25 --half --seed 0 --no-register")
+              f"{args.bccd_work / 'model'} --image-size 384 --minutes 45 --half --seed 0 --no-register")
         return 0
     print(f"# bench_lint: {platform.node()} {platform.machine()}, {platform.processor() or 'cpu'}, "
           f"torch threads {args.threads}, seed {args.seed}")
