@@ -57,6 +57,8 @@ def lint(args) -> int:
     def progress(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="img", file=sys.stderr))
         bar.update(done - bar.n)
+        if done >= total:
+            bar.close()  # one finished line per stage, not two bars fighting over the terminal
 
     try:
         result = lint_project(Path(args.ws), args.project, config=LintConfig(threshold=args.threshold),
