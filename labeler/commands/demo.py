@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,12 +30,6 @@ def install_demo_model(ws: Workspace) -> str | None:
     return ws.latest_model()["version"]
 
 
-def has_display() -> bool:
-    if os.environ.get("QT_QPA_PLATFORM"):
-        return True
-    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
 @command("demo", help="build a demo workspace of synthetic driving scenes for three customers, then open it")
 @arguments(arg("ws", nargs="?", default=str(DEFAULT_DEMO), help=f"workspace folder (default: {DEFAULT_DEMO})"),
            arg("--no-gui", action="store_true", help="build (or reuse) the workspace and print where it is"),
@@ -61,7 +53,9 @@ def demo(args) -> int:
     if args.no_gui or "open" not in COMMANDS or importlib.util.find_spec("PySide6") is None:
         print(f"inspect it with: labeler stats {folder}")
         return 0
-    if not has_display():
+    from labeler.commands.open import _has_display
+
+    if not _has_display():
         print(f"no display found (DISPLAY is not set): open it on a machine with a screen with "
               f"`labeler open {folder}`, or run `xvfb-run labeler open {folder}`")
         return 0
