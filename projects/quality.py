@@ -18,8 +18,6 @@ from statistics import fmean
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as coco_mask
-from scipy.optimize import linear_sum_assignment
 
 from projects.workspace import Workspace, default_author
 
@@ -41,6 +39,8 @@ class QualityScore:
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix of x1, y1, x2, y2 boxes (len(a), len(b)), through pycocotools' C implementation."""
+    from pycocotools import mask as coco_mask  # imported here: every `labeler` command loads this module
+
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
     return np.asarray(coco_mask.iou(_xywh(a), _xywh(b), [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
@@ -58,6 +58,8 @@ def score_annotations(drawn: Sequence[dict[str, Any]], reference: Sequence[dict[
                       match_iou: float = MATCH_IOU) -> QualityScore:
     """Score drawn boxes against reference boxes (dicts with label and x1..y2): a drawn box counts when it
     is matched one-to-one to a reference box of the same label with IoU >= `match_iou`."""
+    from scipy.optimize import linear_sum_assignment  # imported here: every `labeler` command loads this module
+
     ious = box_iou(_boxes(drawn), _boxes(reference))
     same = np.array([[d["label"] == r["label"] for r in reference] for d in drawn], dtype=bool).reshape(ious.shape)
     valid = same & (ious >= match_iou)
