@@ -55,6 +55,17 @@ def iou(a, b) -> float:
     return float(box_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0, 0])
 
 
+def accepted(proposal, gt, view: ProjectView, acts: Counter, action: str) -> bool:
+    """A refine answer within IoU 0.9 is accepted (plus a class change when its label is wrong)."""
+    if proposal is None or iou(proposal.box, gt.box) < 0.9:
+        return False
+    acts[action] += 1
+    lab = view.label_for(proposal.node) if proposal.node else None
+    if lab is None or lab.name != gt.label:
+        acts["class_change"] += 1
+    return True
+
+
 def simulate(samples, view: ProjectView, predictor, threshold: float, rng) -> Counter:
     """Counts of each action while labelling `samples` (scene, truth list) with the model's help."""
     acts: Counter = Counter()
@@ -94,19 +105,11 @@ def simulate(samples, view: ProjectView, predictor, threshold: float, rng) -> Co
                 continue
             acts["boxes"] += 1
             c = refine_click(image, click_in(gt.box, rng), dets, predict, allowed)
-            if c is not None and iou(c.box, gt.box) >= 0.9:
-                acts["click_accept"] += 1
-                lab = view.label_for(c.node) if c.node else None
-                if lab is None or lab.name != gt.label:
-                    acts["class_change"] += 1
+            if accepted(c, gt, view, acts, "click_accept"):
                 continue
             rough, _ = perturb(gt.box, rng, 0.5, 0.7, image.shape)
             r = refine_box(image, rough, dets, predict, allowed) if rough else None
-            if r is not None and iou(r.box, gt.box) >= 0.9:
-                acts["rough_accept"] += 1
-                lab = view.label_for(r.node) if r.node else None
-                if lab is None or lab.name != gt.label:
-                    acts["class_change"] += 1
+            if accepted(r, gt, view, acts, "rough_accept"):
                 continue
             acts["click_failed"] += 1
             acts["draw"] += 1
