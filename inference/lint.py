@@ -288,26 +288,15 @@ def lint_project(folder: str | Path, project: str, *, config: LintConfig = LintC
 
 def _predict(folder: Path, todo: list[int], progress: Progress, loader: Callable | None, threads: int | None,
              batch_size: int) -> tuple[dict[str, Any], list[str]]:
-    from inference.worker import PredictionService, Priority, Result, default_threads
+    from inference.worker import predict_images
 
-    done, errors, status = [0], [], []
+    done = [0]
 
-    def on_result(r: Result) -> None:
+    def on_result(r) -> None:
         done[0] += 1
-        if r.error:
-            errors.append(f"image {r.image_id}: {r.error}")
         progress("predict", done[0], len(todo))
 
-    kwargs = {"loader": loader} if loader is not None else {}
-    svc = PredictionService(folder, threads=threads or default_threads(), on_result=on_result,
-                            on_status=status.append, batch_size=max(1, batch_size), **kwargs)
-    svc.request_many(todo, Priority.BACKGROUND)
-    svc.start()
-    try:
-        svc.wait_idle(timeout=None)
-    finally:
-        svc.stop()
-    if svc.predictor is None or svc.model_id is None:
-        raise LintError((status[-1] if status else "the model could not be loaded")
-                        + "; lint needs it (or lint with the rules only)")
-    return {"id": svc.model_id, "version": svc.model_version}, errors
+    run = predict_images(folder, todo, threads=threads, batch_size=batch_size, on_result=on_result, loader=loader)
+    if not run.loaded:
+        raise LintError(run.reason() + "; lint needs it (or lint with the rules only)")
+    return {"id": run.service.model_id, "version": run.service.model_version}, run.errors

@@ -294,3 +294,46 @@ class PredictionService:
                 self.on_result(result)
         finally:
             self._done(req)
+
+
+@dataclass
+class BatchRun:
+    """What `predict_images` leaves behind: the stopped service, failures and status lines."""
+
+    service: PredictionService
+    errors: list[str]
+    status: list[str]
+
+    @property
+    def loaded(self) -> bool:
+        return self.service.predictor is not None and self.service.model_id is not None
+
+    def reason(self) -> str:
+        return self.status[-1] if self.status else "the model could not be loaded"
+
+
+def predict_images(workspace: str | Path, image_ids: list[int], *, threads: int | None = None, batch_size: int = 4,
+                   on_result: Callable[[Result], None] | None = None,
+                   loader: Callable[[Path, int], PredictorLike] | None = None) -> BatchRun:
+    """Predict these images at background priority and wait until all are answered (CLI, lint)."""
+    errors: list[str] = []
+    status: list[str] = []
+    lock = threading.Lock()
+
+    def done(r: Result) -> None:
+        with lock:
+            if r.error:
+                errors.append(f"image {r.image_id}: {r.error}")
+            if on_result is not None:
+                on_result(r)
+
+    svc = PredictionService(workspace, threads=threads or default_threads(), on_result=done,
+                            on_status=status.append, batch_size=max(1, batch_size),
+                            **({"loader": loader} if loader is not None else {}))
+    svc.request_many(image_ids, Priority.BACKGROUND)
+    svc.start()
+    try:
+        svc.wait_idle(timeout=None)
+    finally:
+        svc.stop()
+    return BatchRun(svc, errors, status)

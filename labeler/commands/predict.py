@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from tqdm import tqdm
 
-from inference.worker import PredictionService, Priority, Result, default_threads
+from inference.worker import predict_images
 from labeler.cli import CommandError, arg, arguments, command
 from projects.workspace import Workspace
 
@@ -32,28 +31,15 @@ def predict(args) -> int:
     print(f"{len(ids)} images in {args.project!r}; {len(ids) - len(todo)} already predicted by {model['version']}")
     if not todo:
         return 0
-    errors: list[str] = []
-    status: list[str] = []
-    lock = threading.Lock()
     bar = tqdm(total=len(todo), desc="predict", unit="img")
-
-    def on_result(r: Result) -> None:
-        with lock:
-            bar.update(1)
-            if r.error:
-                errors.append(f"image {r.image_id}: {r.error}")
-
-    svc = PredictionService(Path(args.ws), threads=args.threads or default_threads(), on_result=on_result,
-                            on_status=status.append, batch_size=max(1, args.batch))
-    svc.request_many(todo, Priority.BACKGROUND)
-    svc.start()
     try:
-        svc.wait_idle(timeout=None)
+        run = predict_images(Path(args.ws), todo, threads=args.threads, batch_size=args.batch,
+                             on_result=lambda r: bar.update(1))
     finally:
-        svc.stop()
         bar.close()
-    if svc.predictor is None:
-        raise CommandError(status[-1] if status else "the model could not be loaded")
+    if run.service.predictor is None:
+        raise CommandError(run.reason())
+    errors, svc = run.errors, run.service
     for e in errors:
         print(f"skipped: {e}")
     print(f"predicted {svc.forward_passes} images with {svc.model_version}; {len(errors)} failed")
