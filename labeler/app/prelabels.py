@@ -76,6 +76,7 @@ class PrelabelController(QObject):
         self.rejected: dict[int, set[int]] = {}
         self.proposals: dict[int, Proposal] = {}  # what the canvas shows now, by proposal id
         self.refined: RefineAnswer | None = None
+        self._view = None
         self.worker = worker or QtPredictionWorker(self.session.ws.folder, parent=self)
         self.status = QLabel("model: starting…")
         self.status.setToolTip("The pre-label model and what it is doing")
@@ -185,7 +186,7 @@ class PrelabelController(QObject):
         """Show the current image's proposals above the threshold, in the project's labels."""
         image_id = self._image_id()
         dets = self.detections.get(image_id, []) if image_id is not None else []
-        view = self.session.ws.project_view(self.session.project) if dets else None
+        view = self.view() if dets else None
         props = customer_proposals(dets, view, self.session.annotations, self.threshold) if dets else []
         hidden = self.rejected.get(image_id, set())
         self.proposals = {p.key: p for p in props if p.key not in hidden}
@@ -198,6 +199,12 @@ class PrelabelController(QObject):
             specs.append((REFINED_ID, f"{name} ({self.refined.source})", lab["color"] if lab else "#ffffff",
                           self.refined.box, self.refined.score))
         self.w.canvas.set_proposals(specs)
+
+    def view(self):
+        """The current project's taxonomy view, read once per project (render runs on every edit)."""
+        if self._view is None or self._view[0] != self.session.project:
+            self._view = (self.session.project, self.session.ws.project_view(self.session.project))
+        return self._view[1]
 
     def _label_id(self, label_name: str) -> int | None:
         return next((lab["id"] for lab in self.session.labels if lab["name"] == label_name), None)
@@ -278,7 +285,7 @@ class PrelabelController(QObject):
 
     # --- refine --------------------------------------------------------------------------------
     def _allowed_nodes(self) -> set[str]:
-        view = self.session.ws.project_view(self.session.project)
+        view = self.view()
         return {n for n in view.sup.names if view.label_for(n) is not None}
 
     def _job(self, kind: str, arg, annotation_id: int | None):
@@ -323,7 +330,7 @@ class PrelabelController(QObject):
         if value is None:
             self.w.statusBar().showMessage("refine found no object there", 4000)
             return
-        view = self.session.ws.project_view(self.session.project)
+        view = self.view()
         label = view.label_for(value.node) if value.node else None
         label_id = self._label_id(label.name) if label else None
         if annotation_id is not None:
