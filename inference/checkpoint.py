@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from inference.architectures import Detector, Group, build_detector
+from projects.errors import LabelerError
 from projects.taxonomy import SuperTaxonomy, TaxonomyError
 
 WEIGHTS = "model.safetensors"
@@ -34,7 +35,7 @@ FORMAT_VERSION = 1
 REQUIRED = ("model", "image_size", "layout", "groups", "super_taxonomy", "approach")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LabelerError, RuntimeError):
     """A checkpoint cannot be used; the message names the file and says why."""
 
 

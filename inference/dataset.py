@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from inference.augment import augment, default_augmentation
 from inference.letterbox import boxes_to_letterbox, letterbox
+from projects.errors import LabelerError
 from projects.imaging import read_image
 from projects.split import SPLIT_VERSION, split_of
 from projects.taxonomy import SuperTaxonomy
@@ -34,7 +35,7 @@ DEFAULT_TARGET_RULES: dict[str, Any] = {"vehicle_mirrors": True}
 OFF_RULE_WEIGHT = 0.3
 
 
-class DatasetError(ValueError):
+class DatasetError(LabelerError, ValueError):
     """The workspace holds no usable training data for the request; the message says why."""
 
 

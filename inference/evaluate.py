@@ -32,6 +32,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from projects.errors import LabelerError
 from projects.imaging import read_image
 from projects.split import split_of
 from projects.taxonomy import SuperTaxonomy
@@ -40,7 +41,7 @@ from projects.workspace import Workspace
 DEFAULT_SCORE = 0.3
 
 
-class EvalError(ValueError):
+class EvalError(LabelerError, ValueError):
     """Evaluation input is unusable; the message names the file and what is wrong."""
 
 

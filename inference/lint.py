@@ -37,6 +37,7 @@ from inference.lint_cleanlab import BoxQualities, box_qualities
 from inference.lint_rules import check_rules, find_duplicates
 from inference.lint_types import KINDS, Annotated, Finding, LintConfig, Proposal
 from inference.prelabels import customer_proposals
+from projects.errors import LabelerError
 from projects.taxonomy import ProjectView
 from projects.workspace import Workspace
 
@@ -46,7 +47,7 @@ __all__ = ["KINDS", "Finding", "LintConfig", "LintError", "LintResult", "ScoreCa
 Progress = Callable[[str, int, int], None]  # stage ("predict" or "lint"), done, total
 
 
-class LintError(RuntimeError):
+class LintError(LabelerError, RuntimeError):
     """The lint cannot run (e.g. the model cannot be loaded); the message says why."""
 
 

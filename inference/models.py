@@ -22,6 +22,7 @@ from effdet import EfficientDet, create_model, get_efficientdet_config
 from torch import nn
 
 from inference.backbones import WEIGHT_PACKAGES, load_packaged_backbone
+from projects.errors import LabelerError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,7 +30,7 @@ PRETRAINED_CHOICES = ("auto", "package", "online", "online-backbone", "none")
 DEFAULT_MODEL = "tf_efficientdet_lite0"
 
 
-class ModelError(ValueError):
+class ModelError(LabelerError, ValueError):
     """An unknown model name or an unusable option; the message says which and what is allowed."""
 
 

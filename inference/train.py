@@ -31,12 +31,13 @@ from inference.architectures import build_detector
 from inference.checkpoint import save_checkpoint
 from inference.dataset import DatasetError, DetectionDataset, load_training_data
 from inference.models import DEFAULT_MODEL, check_image_size, model_spec, resolve_pretrained
+from projects.errors import LabelerError
 from projects.workspace import Workspace
 
 STATE_DIR = "train_state"
 
 
-class TrainError(RuntimeError):
+class TrainError(LabelerError, RuntimeError):
     """Training cannot start or resume; the message says why."""
 
 

@@ -14,16 +14,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from projects.imaging import ImageError
-from projects.taxonomy import TaxonomyError
-from projects.workspace import WorkspaceError
+from projects.errors import LabelerError
 
 
-class CommandError(RuntimeError):
+class CommandError(LabelerError, RuntimeError):
     """Bad input to a command: printed as one line, exit status 2."""
 
 
-EXPECTED_ERRORS = (CommandError, WorkspaceError, TaxonomyError, ImageError, FileNotFoundError)
+# Every refusal is a LabelerError (projects/errors.py); FileNotFoundError comes from argparse-level paths.
+EXPECTED_ERRORS = (LabelerError, FileNotFoundError)
 
 
 @dataclass
@@ -94,7 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_dependency_warnings() -> None:
+    """Warnings raised inside third-party packages (torch's `torch.jit.script` FutureWarning, timm's
+    deprecations) say nothing a Labeler user can act on; ours (module `labeler`, `projects`…) still show."""
+    import warnings
+
+    for module in ("torch", "torchvision", "timm", "effdet", "cleanlab", "sklearn", "pycocotools", "scipy"):
+        warnings.filterwarnings("ignore", module=rf"{module}(\..*)?$")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_dependency_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):

@@ -12,10 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from projects.errors import LabelerError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
-class ImageError(ValueError):
+class ImageError(LabelerError, ValueError):
     """An image file is missing, unreadable or corrupt."""
 
 

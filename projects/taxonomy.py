@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from projects.errors import LabelerError
+
 ROOT = None  # the parent of top-level nodes
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(LabelerError, ValueError):
     """A taxonomy file or mapping is invalid; the message names the file and the entry."""
 
 

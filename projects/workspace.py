@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from projects.errors import LabelerError
 from projects.imaging import ImageError, ImageInfo, find_images, probe_image
 from projects.schema import APP_ID, FINDING_STATES, MIGRATIONS, PROVENANCES, SCHEMA_VERSION, STATUSES
 from projects.split import split_bucket
@@ -40,7 +41,7 @@ DB_NAME = "labeler.sqlite"
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
 
 
-class WorkspaceError(RuntimeError):
+class WorkspaceError(LabelerError, RuntimeError):
     """The workspace cannot be opened or an edit is invalid; the message says which and why."""
 
 

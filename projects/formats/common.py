@@ -23,10 +23,12 @@ import defusedxml.ElementTree as SafeET
 import numpy as np
 from defusedxml import DefusedXmlException
 
+from projects.errors import LabelerError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".JPG", ".JPEG", ".PNG")
 
 
-class TransferError(ValueError):
+class TransferError(LabelerError, ValueError):
     """An import or export cannot go ahead; the message says which file, where, and why."""
 
 

@@ -1,0 +1,19 @@
+"""One exception family for everything Labeler refuses: a caller (the CLI, the window) catches
+`LabelerError` and shows its message as one line; anything else is a bug and keeps its traceback.
+
+Each layer keeps its own subclass (WorkspaceError, ImageError, CheckpointError, FormatError…) so
+tests and callers can still tell them apart. This module imports nothing, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+
+class LabelerError(Exception):
+    """Bad input or a refused operation; the message names the file or object and says what is wrong."""
+
+
+def shorten(value: object, limit: int = 200) -> str:
+    """`repr(value)` cut to `limit` characters, for error messages about untrusted input
+    (a YAML alias bomb or a 100 MB string must never be echoed in full)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
