@@ -251,6 +251,18 @@ class Workspace:
         p = Path(stored)
         return p if p.is_absolute() else self.folder / p
 
+    def any_image_under(self, folder: Path) -> str | None:
+        """The stored path of one image (of any project) whose file lies in `folder` (resolved), or None.
+        Images inside the workspace are stored relative to it; the others absolute and resolved."""
+        folder = folder.resolve()
+        if self.folder.is_relative_to(folder):
+            row = self.db.execute("SELECT path FROM images LIMIT 1").fetchone()
+            return row[0] if row else None
+        prefix = str(folder).rstrip(os.sep) + os.sep
+        row = self.db.execute("SELECT path FROM images WHERE substr(path, 1, ?) = ? LIMIT 1",
+                              [len(prefix), prefix]).fetchone()
+        return row[0] if row else None
+
     def add_images(self, project: str, paths: Iterable[str | Path], probe=probe_image) -> AddImagesResult:
         """Add image files (folders are searched). Unreadable files are skipped and named;
         files already in the project are skipped too. All new rows go in one transaction."""

@@ -3,10 +3,16 @@
 The writer fills a fresh temporary folder (or file) next to OUT; only when it has finished is it
 renamed to OUT, so an export that fails halfway leaves no half-written dataset that a training
 pipeline could pick up by mistake.
+
+`--overwrite` replaces only what an export wrote: a folder export carries a marker file
+(`.labeler-export`), and an existing folder without it is never removed. Whatever the flag, OUT may not be,
+contain or lie inside a workspace (a folder holding `labeler.sqlite`), nor hold the workspace's own images:
+a typo in OUT must never delete a user's labels or pictures.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import shutil
@@ -19,8 +25,9 @@ import numpy as np
 from projects.formats.common import ExportData, ExportImage, ExportLabel, TransferError
 from projects.formats.registry import get_format
 from projects.split import split_of
-from projects.workspace import Workspace
+from projects.workspace import DB_NAME, Workspace
 
+MARKER = ".labeler-export"  # written into every folder export; --overwrite replaces only folders carrying it
 CHUNK = 100_000  # annotation rows converted to arrays at a time (bounded memory for 1,000,000 boxes)
 
 
@@ -43,8 +50,12 @@ def export_project(ws: Workspace, project: str, format_name: str, out: str | Pat
     """Write `project` in `format_name` to `out` (a folder, or one file for the archive)."""
     fmt = get_format(format_name)
     out = Path(out)
+    check_export_target(ws, out)
     if out.exists() and not overwrite and (out.is_file() or out.is_symlink() or any(out.iterdir())):
         raise TransferError(f"{out}: already exists; choose a new path or pass --overwrite")
+    if overwrite and out.is_dir() and not out.is_symlink() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise TransferError(f"{out}: not a Labeler export (no {MARKER} file in it); --overwrite replaces only a "
+                            "folder an export wrote. Remove it yourself or choose a new path")
     if out.exists() and fmt.writes_file == out.is_dir():
         kind = "a folder" if out.is_dir() else "a file"
         raise TransferError(f"{out}: is {kind}; the {format_name} export writes "
@@ -63,6 +74,8 @@ def export_project(ws: Workspace, project: str, format_name: str, out: str | Pat
         tmp.mkdir()
     try:
         fmt.write(data, tmp)
+        if not fmt.writes_file:
+            (tmp / MARKER).write_text(json.dumps({"format": format_name, "project": project}) + "\n")
         _replace(tmp, out)
     except BaseException:
         _remove(tmp)
@@ -154,6 +167,28 @@ def _export_images(ws: Workspace, rows: list[dict[str, Any]]) -> list[ExportImag
         out.append(ExportImage(r["id"], ws.image_path(r["path"]), name, r["width"], r["height"], r["sha256"],
                                r["status"], split_of(r["split_bucket"]), r["added_at"], r["status_updated_at"]))
     return out
+
+
+def check_export_target(ws: Workspace, out: Path) -> None:
+    """Refuse an OUT that is, contains or lies inside a workspace, or that holds the workspace's images.
+
+    Resolved paths, so `..`, symlinks and relative spellings of the same place are caught.
+    """
+    target = out.resolve()
+    workspace = Path(ws.folder).resolve()
+    for folder in (target, *target.parents):
+        if (folder / DB_NAME).exists() or folder == workspace:
+            raise TransferError(f"{out}: lies inside the workspace {folder}; export to a folder outside it")
+    if target.is_dir() and not target.is_symlink():
+        if workspace.is_relative_to(target):
+            raise TransferError(f"{out}: contains the workspace {workspace}; export to a folder outside it")
+        for root, _dirs, files in os.walk(target):
+            if DB_NAME in files:
+                raise TransferError(f"{out}: contains a workspace ({Path(root) / DB_NAME}); "
+                                    "export to a new folder")
+        inside = ws.any_image_under(target)
+        if inside is not None:
+            raise TransferError(f"{out}: holds the workspace's image {inside}; export to a new folder")
 
 
 def _remove(p: Path) -> None:
