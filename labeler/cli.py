@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from projects.connection import is_lock_error
 from projects.errors import LabelerError
 
 
@@ -104,6 +106,9 @@ def _quiet_dependency_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_dependency_warnings()
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped, never crash a report
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):
@@ -116,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except EXPECTED_ERRORS as e:
         print(f"labeler: error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as e:  # a lock outside a store transaction: still one line, not a traceback
+        if not is_lock_error(e):
+            raise
+        print(f"labeler: error: the workspace is busy ({e}); nothing more was written, try again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("labeler: interrupted", file=sys.stderr)

@@ -12,6 +12,10 @@ class LabelerError(Exception):
     """Bad input or a refused operation; the message names the file or object and says what is wrong."""
 
 
+class WorkspaceError(LabelerError, RuntimeError):
+    """The workspace cannot be opened or an edit is invalid; the message says which and why."""
+
+
 def shorten(value: object, limit: int = 200) -> str:
     """`repr(value)` cut to `limit` characters, for error messages about untrusted input
     (a YAML alias bomb or a 100 MB string must never be echoed in full)."""

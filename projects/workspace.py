@@ -12,7 +12,6 @@ import getpass
 import itertools
 import json
 import os
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from projects.errors import LabelerError
+from projects.connection import connect, identify
+from projects.errors import WorkspaceError
 from projects.imaging import ImageError, ImageInfo, find_images, probe_image
 from projects.schema import APP_ID, FINDING_STATES, MIGRATIONS, PROVENANCES, SCHEMA_VERSION, STATUSES
 from projects.split import split_bucket
@@ -39,10 +39,6 @@ from projects.taxonomy import (
 DB_NAME = "labeler.sqlite"
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
-
-
-class WorkspaceError(LabelerError, RuntimeError):
-    """The workspace cannot be opened or an edit is invalid; the message says which and why."""
 
 
 def now() -> str:
@@ -78,10 +74,17 @@ class Workspace:
         folder = Path(folder)
         path = cls.db_path(folder)
         if path.exists():
-            raise WorkspaceError(f"{path}: a workspace already exists here")
+            raise WorkspaceError(f"{path}: a workspace already exists here" if path.is_file() and _is_sqlite(path)
+                                 else f"{path}: already exists and is not a workspace; choose another folder")
+        for parent in (path.parent, *path.parent.parents):
+            if parent.exists() and not parent.is_dir():
+                raise WorkspaceError(f"{parent}: is a file, not a folder; a workspace is a folder")
         sup = super_taxonomy or default_super_taxonomy()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ws = cls(path.parent.resolve(), _connect(path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WorkspaceError(f"{path.parent}: cannot create the workspace folder ({e.strerror or e})") from e
+        ws = cls(path.parent.resolve(), connect(path))
         try:
             ws._migrate(0)
             with ws.db.atomic():
@@ -98,25 +101,12 @@ class Workspace:
         path = cls.db_path(folder)
         if not path.is_file():
             raise WorkspaceError(f"{folder}: not a workspace (no {DB_NAME}); create one with `labeler init`")
-        db = _connect(path)
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            app = None
-            if "meta" in db.table_names():
-                row = db.execute("SELECT value FROM meta WHERE key='app'").fetchone()
-                app = row[0] if row else None
-        except sqlite3.DatabaseError as e:
-            db.close()
-            raise WorkspaceError(f"{path}: not a Labeler workspace ({e})") from e
-        if app != APP_ID:
-            db.close()
-            raise WorkspaceError(f"{path}: an SQLite file, but not a Labeler workspace")
+        version = identify(path, APP_ID)  # read-only: a foreign or damaged file is refused untouched
         if version > SCHEMA_VERSION:
-            db.close()
             raise WorkspaceError(f"{path}: schema version {version} is newer than this Labeler "
                                  f"understands ({SCHEMA_VERSION}); upgrade Labeler")
-        ws = cls(path.parent.resolve(), db)
-        ws._migrate(version)
+        ws = cls(path.parent.resolve(), connect(path))
+        ws._migrate(ws.schema_version)
         return ws
 
     def _migrate(self, current: int) -> None:
@@ -241,6 +231,7 @@ class Workspace:
     # --- images ----------------------------------------------------------------------------
     def stored_path(self, path: Path) -> str:
         """Relative to the workspace when the file lies inside it (so the folder can move), else absolute."""
+        check_name_encodable(path)
         p = path.resolve()
         try:
             return p.relative_to(self.folder).as_posix()
@@ -271,6 +262,7 @@ class Workspace:
         skipped: list[str] = []
         for p in find_images(list(paths)):
             try:
+                check_name_encodable(p)
                 infos.append(probe(p))
             except ImageError as e:
                 skipped.append(str(e))
@@ -369,21 +361,92 @@ class Workspace:
                         "WHERE id=? AND status='unlabeled'", [t, image_id])
 
     # --- models, predictions, findings ------------------------------------------------------
-    def register_model(self, version: str, path: str | Path, config: dict | None = None,
-                       metrics: dict | None = None) -> int:
-        with self.db.atomic():
-            if self.db.execute("SELECT 1 FROM models WHERE version=?", [version]).fetchone():
-                raise WorkspaceError(f"model version {version!r} is already registered")
-            return self.db["models"].insert({"version": version, "path": str(path),
-                                             "config": json.dumps(config or {}),
-                                             "metrics": json.dumps(metrics or {}), "created_at": now()}).last_pk
+    def stored_model_path(self, path: str | Path) -> str:
+        """A checkpoint folder as stored: relative to the workspace when inside it (a copied or moved
+        workspace keeps its models), else absolute; a relative path is taken as relative to the workspace."""
+        p = Path(path)
+        return p.as_posix() if not p.is_absolute() else self.stored_path(p)
 
-    def models(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._rows("SELECT * FROM models ORDER BY id")]
+    def model_path(self, model: dict[str, Any] | str) -> Path:
+        """The checkpoint folder of a models row (or of a stored path)."""
+        return self.image_path(model["path"] if isinstance(model, dict) else model)
+
+    def register_model(self, version: str, path: str | Path, config: dict | None = None,
+                       metrics: dict | None = None, sha256: str | None = None) -> int:
+        """A new model row. The caller (inference/registry.py) has verified the checkpoint; `sha256` is
+        its model.json's hash. A removed row of the same version is replaced (it keeps its id, so the
+        annotations that name it keep their provenance)."""
+        row = {"version": version, "path": self.stored_model_path(path), "config": json.dumps(config or {}),
+               "metrics": json.dumps(metrics or {}), "sha256": sha256, "removed_at": None}
+        with self.db.atomic():
+            old = self.db.execute("SELECT id, removed_at FROM models WHERE version=?", [version]).fetchone()
+            if old and old[1] is None:
+                raise WorkspaceError(f"model version {version!r} is already registered")
+            if old:
+                self.db["models"].update(old[0], row)
+                return old[0]
+            return self.db["models"].insert({**row, "created_at": now()}).last_pk
+
+    def update_model(self, model_id: int, *, path: str | Path | None = None, sha256: str | None = None) -> None:
+        """Re-point a model to a folder holding the same content, or record its hash (verified at load)."""
+        changes: dict[str, Any] = {}
+        if path is not None:
+            changes["path"] = self.stored_model_path(path)
+        if sha256 is not None:
+            changes["sha256"] = sha256
+        if changes:
+            with self.db.atomic():
+                self.db["models"].update(model_id, changes)
+
+    def models(self, include_removed: bool = False) -> list[dict[str, Any]]:
+        """Registered models, oldest first (removed ones too with `include_removed`: provenance lookups)."""
+        where = "" if include_removed else " WHERE removed_at IS NULL"
+        return [dict(r) for r in self._rows(f"SELECT * FROM models{where} ORDER BY id")]
+
+    def model(self, version: str, include_removed: bool = False) -> dict[str, Any] | None:
+        rows = list(self._rows("SELECT * FROM models WHERE version=?", [version]))
+        return dict(rows[0]) if rows and (include_removed or rows[0]["removed_at"] is None) else None
 
     def latest_model(self) -> dict[str, Any] | None:
         rows = self.models()
         return rows[-1] if rows else None
+
+    def model_usage(self, model_id: int) -> dict[str, int]:
+        """What refers to a model: its cached predictions (and the images they cover), annotations made
+        from its pre-labels, lint findings (open / answered) and linted images."""
+        def one(sql: str) -> int:
+            return self.db.execute(sql, [model_id]).fetchone()[0]
+
+        return {"predictions": one("SELECT COUNT(*) FROM predictions WHERE model_id=?"),
+                "predicted_images": one("SELECT COUNT(*) FROM predicted_images WHERE model_id=?"),
+                "annotations": one("SELECT COUNT(*) FROM annotations WHERE model_id=?"),
+                "open_findings": one("SELECT COUNT(*) FROM lint_findings WHERE model_id=? AND state='open'"),
+                "answered_findings": one("SELECT COUNT(*) FROM lint_findings WHERE model_id=? AND state!='open'"),
+                "linted_images": one("SELECT COUNT(*) FROM lint_images WHERE model_id=?")}
+
+    def remove_model(self, version: str) -> dict[str, Any]:
+        """Unregister a model version in one transaction; its checkpoint folder is left alone.
+
+        Its cached predictions, open lint findings and lint scores go (they would only be shown again).
+        Annotations made from its pre-labels and answered findings stay: while any exist the row is kept,
+        marked removed, so they still name the version they came from; otherwise the row is deleted.
+        Returns the row and what was removed or kept (`model_usage` counts, `row_kept`)."""
+        with self.db.atomic():
+            row = self.model(version)
+            if row is None:
+                known = ", ".join(m["version"] for m in self.models()) or "none"
+                raise WorkspaceError(f"no registered model version {version!r} (registered: {known})")
+            usage = self.model_usage(row["id"])
+            for sql in ("DELETE FROM predictions WHERE model_id=?", "DELETE FROM predicted_images WHERE model_id=?",
+                        "DELETE FROM lint_findings WHERE model_id=? AND state='open'",
+                        "DELETE FROM lint_images WHERE model_id=?"):
+                self.db.execute(sql, [row["id"]])
+            kept = bool(usage["annotations"] or usage["answered_findings"])
+            if kept:
+                self.db.execute("UPDATE models SET removed_at=? WHERE id=?", [now(), row["id"]])
+            else:
+                self.db.execute("DELETE FROM models WHERE id=?", [row["id"]])
+        return {"model": row, **usage, "row_kept": kept}
 
     def save_predictions(self, image_id: int, model_id: int,
                          detections: Iterable[tuple[str, Box, float]]) -> None:
@@ -664,17 +727,19 @@ class Workspace:
             f"JOIN images i ON i.id = q.image_id {where} ORDER BY q.created_at, q.id", params)]
 
 
-def _connect(path: Path) -> Database:
-    # isolation_level=None: sqlite-utils' atomic() issues BEGIN/COMMIT itself; nothing is left pending.
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+def check_name_encodable(path: str | Path) -> None:
+    """A file name that is not valid UTF-8 (Linux allows any bytes) cannot be stored or shown faithfully:
+    refuse it with the name escaped, instead of an encoding traceback deep in SQLite."""
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-    except sqlite3.DatabaseError as e:
-        conn.close()
-        raise WorkspaceError(f"{path}: not a Labeler workspace ({e})") from e
-    return Database(conn)
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ImageError(f"{shown}: the file name is not valid UTF-8; rename the file") from None
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 def _check_box(box: Box) -> Box:
