@@ -8,7 +8,6 @@ written, inside one `ws.transaction()`, so a crash or an error halfway leaves no
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -24,7 +23,7 @@ import yaml
 
 from projects.formats.common import IMAGE_SUFFIXES, Dataset, FormatError, ImageEntry, PathGuard, TransferError
 from projects.formats.registry import ReadContext, get_format
-from projects.imaging import ImageError, ImageInfo, probe_image
+from projects.imaging import ImageError, ImageInfo, file_sha256, probe_image
 from projects.schema import STATUSES
 from projects.taxonomy import CustomerTaxonomy, Label
 from projects.workspace import Workspace, default_author, now
@@ -381,14 +380,8 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
-    return h.hexdigest()
+    """Regular files only, within the byte cap (a FIFO named like an image must not block the import)."""
+    return file_sha256(path)
 
 
 def _safe_name(name: str) -> str:
