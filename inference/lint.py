@@ -257,19 +257,24 @@ class ProjectLint:
 def lint_project(folder: str | Path, project: str, *, config: LintConfig = LintConfig(),
                  statuses: Sequence[str] = ("in_progress", "submitted"), rules_only: bool = False,
                  progress: Progress | None = None, loader: Callable | None = None,
-                 threads: int | None = None, batch_size: int = 4, calibrate: bool = True) -> ProjectLint:
-    """Lint every image of `project` whose status is in `statuses` with the latest model, predicting first
+                 threads: int | None = None, batch_size: int = 4, calibrate: bool = True,
+                 model_id: int | None = None) -> ProjectLint:
+    """Lint every image of `project` whose status is in `statuses` with the latest model (or the registered
+    model `model_id`), predicting first
     (through `PredictionService`, cached per model version) the images it has not predicted yet. With
     `calibrate`, the model's scores are first calibrated on these same images (`project_calibration`)."""
     progress = progress or (lambda stage, done, total: None)
     with Workspace.open(folder) as ws:
         ids = [i for s in statuses for i in ws.image_ids(project, s)]
         ids.sort()
-        model = None if rules_only else ws.latest_model()
+        model = None if rules_only else ws.latest_model() if model_id is None else next(
+            (m for m in ws.models() if m["id"] == model_id), None)
+        if model is None and model_id is not None and not rules_only:
+            raise LintError(f"model {model_id} is not registered in {folder}")
         todo = [i for i in ids if ws.predictions(i, model["id"]) is None] if model else []
     errors: list[str] = []
     if todo:
-        model, errors = _predict(Path(folder), todo, progress, loader, threads, batch_size)
+        model, errors = _predict(Path(folder), todo, progress, loader, threads, batch_size, model_id)
     out = ProjectLint(project, model["id"] if model else None, model["version"] if model else None, [],
                       predicted=len(todo), errors=errors)
     with Workspace.open(folder) as ws:
@@ -288,7 +293,7 @@ def lint_project(folder: str | Path, project: str, *, config: LintConfig = LintC
 
 
 def _predict(folder: Path, todo: list[int], progress: Progress, loader: Callable | None, threads: int | None,
-             batch_size: int) -> tuple[dict[str, Any], list[str]]:
+             batch_size: int, model_id: int | None = None) -> tuple[dict[str, Any], list[str]]:
     from inference.worker import predict_images
 
     done = [0]
@@ -297,7 +302,8 @@ def _predict(folder: Path, todo: list[int], progress: Progress, loader: Callable
         done[0] += 1
         progress("predict", done[0], len(todo))
 
-    run = predict_images(folder, todo, threads=threads, batch_size=batch_size, on_result=on_result, loader=loader)
+    run = predict_images(folder, todo, threads=threads, batch_size=batch_size, on_result=on_result, loader=loader,
+                         model_id=model_id)
     if not run.loaded:
         raise LintError(run.reason() + "; lint needs it (or lint with the rules only)")
     return {"id": run.service.model_id, "version": run.service.model_version}, run.errors

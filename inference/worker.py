@@ -11,7 +11,11 @@ Qt-free (the GUI adapts it in `inference/qt_worker.py`; the CLI uses it directly
 * **Hot swap.** Before each request the thread checks whether a newer model version was registered
   in the workspace and, if so, loads it (in this thread, never the GUI's).
 * **Failure.** A missing, corrupt or mismatched model is reported through `on_status` and the service
-  keeps answering with "no model" instead of raising into the caller.
+  keeps answering with "no model" instead of raising into the caller. Whatever one request raises
+  (an unreadable image, a model error, a locked database, a bug) becomes that image's `Result.error`
+  and the thread goes on with the next request: it never dies on a request, so nobody waits forever.
+  Should the thread stop anyway (the workspace cannot be opened), `on_status` says so, every queued
+  request is answered with the reason and `wait_idle` returns.
 * **Threads.** torch runs with fewer intra-op threads than cores, so the UI keeps a core.
 """
 
@@ -19,9 +23,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import threading
-import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,8 +35,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from projects.imaging import ImageError, read_image
+from projects.errors import LabelerError
+from projects.imaging import read_image
 from projects.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 
@@ -76,6 +83,14 @@ class _Request:
     future: Future | None = field(default=None, compare=False)
 
 
+def describe(e: BaseException) -> str:
+    """One line for a failed request: our own refusals say what is wrong; anything else names its type."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, LabelerError):
+        return text or type(e).__name__
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def default_threads() -> int:
     """Leave one core to the UI: torch threads = cores - 1 (at least 1)."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -93,13 +108,14 @@ class PredictionService:
     def __init__(self, workspace: str | Path, *, threads: int | None = None,
                  on_result: Callable[[Result], None] | None = None,
                  on_status: Callable[[str], None] | None = None,
-                 loader: Callable[[Path, int], PredictorLike] = load_predictor,
-                 batch_size: int = 1):
+                 loader: Callable[[Path, int], PredictorLike] | None = None,
+                 batch_size: int = 1, model_id: int | None = None):
         self.workspace = Path(workspace)
+        self.pinned_model = model_id  # predict with this registered model only (`labeler predict --model`)
         self.threads = threads or default_threads()
         self.on_result = on_result or (lambda r: None)
         self.on_status = on_status or (lambda s: None)
-        self.loader = loader
+        self.loader = loader or load_predictor
         self.batch_size = batch_size
         self._heap: list[_Request] = []
         self._pending: dict[int, _Request] = {}
@@ -111,7 +127,9 @@ class PredictionService:
         self.model_version: str | None = None
         self.predictor: PredictorLike | None = None
         self.forward_passes = 0  # images sent through the model (for tests and benchmarks)
-        self._failed_model: int | None = None
+        self._failed_models: set[int] = set()  # registered models that would not load: skipped this session
+        self._none_announced = False
+        self.stopped_reason: str | None = None  # set when the thread ended for any reason but stop()
 
     # --- public API (any thread) ----------------------------------------------------------------
     def start(self) -> PredictionService:
@@ -175,11 +193,12 @@ class PredictionService:
             return sum(not r.cancelled for r in self._pending.values()) + sum(
                 r.job is not None for r in self._heap)
 
-    def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until the queue is empty (tests and the CLI)."""
+    def wait_idle(self, timeout: float | None = 60.0) -> bool:
+        """Block until the queue is empty, or the thread has ended (tests and the CLI)."""
         with self._cv:
             return self._cv.wait_for(
-                lambda: self._stop or (not self._pending and not any(r.job for r in self._heap)), timeout)
+                lambda: self._stop or self.stopped_reason is not None
+                or (not self._pending and not any(r.job for r in self._heap)), timeout)
 
     # --- the thread -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -189,17 +208,67 @@ class PredictionService:
             torch.set_num_threads(self.threads)
         except ImportError:  # a fake predictor in tests needs no torch
             pass
-        ws = Workspace.open(self.workspace)
         try:
-            self._refresh_model(ws)
+            ws = Workspace.open(self.workspace)
+        except BaseException as e:  # reported to the caller, never silently dropped
+            self._end(f"the prediction worker cannot open the workspace ({describe(e)})")
+            return
+        try:
+            self._guarded(self._refresh_model, ws)
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._refresh_model(ws)
-                self._serve(ws, batch)
+                self._guarded(self._refresh_model, ws)
+                try:
+                    self._serve(ws, batch)
+                except Exception as e:  # a bug outside the per-request guards: these requests fail, the rest go on
+                    log.exception("prediction worker: serving a batch failed")
+                    for req in batch:
+                        self._fail(req, f"prediction failed ({describe(e)})")
+        except BaseException as e:  # the thread is ending: say why, answer everyone
+            log.exception("prediction worker stopped")
+            self._end(f"the prediction worker stopped ({describe(e)})")
+            if not isinstance(e, Exception):
+                raise
         finally:
-            ws.close()
+            try:
+                ws.close()
+            except Exception:
+                log.exception("prediction worker: closing the workspace failed")
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # e.g. the database is locked for longer than its timeout: retried next request
+            log.exception("prediction worker: %s failed", getattr(fn, "__name__", fn))
+            self._status(f"checking for a new model failed ({describe(e)}); retrying with the next image")
+
+    def _status(self, text: str) -> None:
+        try:
+            self.on_status(text)
+        except Exception:  # a broken callback must not stop the thread
+            log.exception("prediction worker: on_status failed")
+
+    def _end(self, reason: str) -> None:
+        """The thread is ending without stop(): tell the caller, answer every queued request and job."""
+        with self._cv:
+            self.stopped_reason = reason
+            queued = [r for r in self._heap if not r.cancelled]
+            self._heap.clear()
+        self._status(reason)
+        for req in queued:
+            self._fail(req, reason)
+        with self._cv:
+            self._pending.clear()
+            self._cv.notify_all()
+
+    def _fail(self, req: _Request, reason: str) -> None:
+        if req.future is not None:
+            if not req.future.done():
+                req.future.set_exception(RuntimeError(reason))
+            return
+        self._emit(req, Result(req.image_id, self.model_id, self.model_version, [], False, reason))
 
     def _next_batch(self) -> list[_Request] | None:
         with self._cv:
@@ -229,69 +298,126 @@ class PredictionService:
             self._cv.notify_all()
 
     def _refresh_model(self, ws: Workspace) -> None:
-        row = ws.latest_model()
-        if row is None or row["id"] == self.model_id or row["id"] == self._failed_model:
-            if row is None and self.model_id is None and self._failed_model != -1:
-                self._failed_model = -1
-                self.on_status("no model registered in this workspace: working without pre-labels")
+        """Use the newest registered model that loads (or the pinned one). A model that cannot be loaded
+        (folder missing, files changed since registration, corrupt) is reported once, naming its version and
+        folder, and skipped: a broken registration never costs the session the older model that works."""
+        rows = ws.models()
+        if self.pinned_model is not None:
+            rows = [r for r in rows if r["id"] == self.pinned_model]
+        for row in reversed(rows):
+            if row["id"] == self.model_id:
+                return
+            if row["id"] in self._failed_models:
+                continue
+            path = ws.model_path(row)
+            self._status(f"loading model {row['version']}…")
+            try:
+                predictor = self.loader(path, self.threads)
+                checkpoint = getattr(predictor, "checkpoint", None)
+                if checkpoint is not None:  # the real predictor: still the registered content, still fits
+                    from inference.registry import check_registered
+
+                    check_registered(ws, row, checkpoint)
+            except Exception as e:  # any broken model file: report it, keep the app working
+                self._failed_models.add(row["id"])
+                self._status(f"model {row['version']} ({path}) could not be loaded ({describe(e)}); skipped "
+                             f"(`labeler models remove {row['version']}` unregisters it)")
+                continue
+            self.predictor, self.model_id, self.model_version = predictor, row["id"], row["version"]
+            self._none_announced = False
+            self._status(f"model {row['version']} ready")
             return
-        path = ws.image_path(row["path"])
-        self.on_status(f"loading model {row['version']}…")
-        try:
-            predictor = self.loader(path, self.threads)
-        except Exception as e:  # any broken model file: report it, keep the app working
-            self._failed_model = row["id"]
-            self.on_status(f"model {row['version']} could not be loaded ({e}); working without pre-labels")
-            return
-        self.predictor, self.model_id, self.model_version = predictor, row["id"], row["version"]
-        self.on_status(f"model {row['version']} ready")
+        if self.model_id is not None:  # the loaded model was removed from the workspace
+            self.predictor, self.model_id, self.model_version = None, None, None
+        if not self._none_announced:
+            self._none_announced = True
+            if self.pinned_model is not None and rows:
+                return  # its failure, just reported, is the reason
+            if not rows:
+                self._status("no model registered in this workspace: working without pre-labels"
+                             if self.pinned_model is None else "the requested model is no longer registered")
+            else:
+                self._status("no registered model could be loaded: working without pre-labels ("
+                             + "; ".join(f"{r['version']} at {ws.model_path(r)}" for r in rows[-3:]) + ")")
 
     def _serve(self, ws: Workspace, batch: list[_Request]) -> None:
         if batch and batch[0].job is not None:
             req = batch[0]
             try:
-                req.future.set_result(req.job(self.predictor))
-            except Exception as e:  # the caller sees it on the Future
-                req.future.set_exception(e)
-            with self._cv:
-                self._cv.notify_all()
+                if req.future.set_running_or_notify_cancel():  # False: the caller cancelled it meanwhile
+                    try:
+                        value = req.job(self.predictor)
+                    except Exception as e:  # the caller sees it on the Future
+                        req.future.set_exception(e)
+                    else:
+                        req.future.set_result(value)
+            finally:
+                with self._cv:
+                    self._cv.notify_all()
             return
         todo: list[tuple[_Request, np.ndarray]] = []
         for req in batch:
             if self.predictor is None:
                 self._emit(req, Result(req.image_id, None, None, [], False, "no model"))
                 continue
-            cached = ws.predictions(req.image_id, self.model_id)
-            if cached is not None:
-                dets = [PredictedBox(r["node"], (r["x1"], r["y1"], r["x2"], r["y2"]), r["score"]) for r in cached]
-                self._emit(req, Result(req.image_id, self.model_id, self.model_version, dets, True))
-                continue
             try:
+                cached = ws.predictions(req.image_id, self.model_id)
+                if cached is not None:
+                    dets = [PredictedBox(r["node"], (r["x1"], r["y1"], r["x2"], r["y2"]), r["score"])
+                            for r in cached]
+                    self._emit(req, Result(req.image_id, self.model_id, self.model_version, dets, True))
+                    continue
                 image = read_image(ws.image_path(ws.image(req.image_id)["path"]))
-            except ImageError as e:
-                self._emit(req, Result(req.image_id, self.model_id, self.model_version, [], False, str(e)))
+            except Exception as e:  # an unreadable image (ImageError names the file), a deleted row, a lock…
+                self._fail(req, describe(e))
                 continue
             todo.append((req, image))
         if not todo:
             return
         try:
-            outputs = self.predictor.predict([img for _, img in todo])
+            outputs = self._predict([img for _, img in todo])
         except Exception as e:
-            for req, _ in todo:
-                self._emit(req, Result(req.image_id, self.model_id, self.model_version, [], False,
-                                       f"inference failed: {e}"))
-            traceback.print_exc()
+            if len(todo) == 1:
+                self._fail(todo[0][0], f"inference failed ({describe(e)})")
+                return
+            # one bad image must not cost its batch-mates their predictions: retry them one by one
+            for req, image in todo:
+                self._predict_and_save(ws, req, [image])
             return
-        self.forward_passes += len(todo)
         for (req, _), dets in zip(todo, outputs, strict=True):
+            self._save(ws, req, dets)
+
+    def _predict(self, images: list[np.ndarray]) -> list[list[Any]]:
+        outputs = self.predictor.predict(images)
+        if len(outputs) != len(images):
+            raise RuntimeError(f"the model answered {len(outputs)} results for {len(images)} images")
+        self.forward_passes += len(images)
+        return outputs
+
+    def _predict_and_save(self, ws: Workspace, req: _Request, images: list[np.ndarray]) -> None:
+        try:
+            dets = self._predict(images)[0]
+        except Exception as e:
+            self._fail(req, f"inference failed ({describe(e)})")
+            return
+        self._save(ws, req, dets)
+
+    def _save(self, ws: Workspace, req: _Request, dets: list[Any]) -> None:
+        """Store one image's detections (one transaction: all of them or none) and answer the request."""
+        try:
             boxes = [PredictedBox(d.node, tuple(float(v) for v in d.box), float(d.score)) for d in dets]
             ws.save_predictions(req.image_id, self.model_id, [(b.node, b.box, b.score) for b in boxes])
-            self._emit(req, Result(req.image_id, self.model_id, self.model_version, boxes, False))
+        except Exception as e:
+            self._fail(req, f"saving the predictions failed ({describe(e)})")
+            return
+        self._emit(req, Result(req.image_id, self.model_id, self.model_version, boxes, False))
 
     def _emit(self, req: _Request, result: Result) -> None:
         try:
             if not req.cancelled:
                 self.on_result(result)
+        except Exception:  # the caller's callback failed: its problem, not a reason to stop serving
+            log.exception("prediction worker: on_result failed for image %s", req.image_id)
         finally:
             self._done(req)
 
@@ -314,8 +440,10 @@ class BatchRun:
 
 def predict_images(workspace: str | Path, image_ids: list[int], *, threads: int | None = None, batch_size: int = 4,
                    on_result: Callable[[Result], None] | None = None,
-                   loader: Callable[[Path, int], PredictorLike] | None = None) -> BatchRun:
-    """Predict these images at background priority and wait until all are answered (CLI, lint)."""
+                   loader: Callable[[Path, int], PredictorLike] | None = None,
+                   model_id: int | None = None) -> BatchRun:
+    """Predict these images at background priority and wait until all are answered (CLI, lint); with
+    `model_id`, by that registered model only (else by the newest one that loads)."""
     errors: list[str] = []
     status: list[str] = []
     lock = threading.Lock()
@@ -328,8 +456,8 @@ def predict_images(workspace: str | Path, image_ids: list[int], *, threads: int 
                 on_result(r)
 
     svc = PredictionService(workspace, threads=threads or default_threads(), on_result=done,
-                            on_status=status.append, batch_size=max(1, batch_size),
-                            **({"loader": loader} if loader is not None else {}))
+                            on_status=status.append, batch_size=max(1, batch_size), loader=loader,
+                            model_id=model_id)
     svc.request_many(image_ids, Priority.BACKGROUND)
     svc.start()
     try:

@@ -122,10 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as e:
         print(f"labeler: error: {e}", file=sys.stderr)
         return 2
-    except sqlite3.OperationalError as e:  # a lock outside a store transaction: still one line, not a traceback
-        if not is_lock_error(e):
+    except sqlite3.DatabaseError as e:  # a lock or a damaged page met outside the store's checks: still one line
+        if is_lock_error(e):
+            print(f"labeler: error: the workspace is busy ({e}); nothing more was written, try again",
+                  file=sys.stderr)
+        elif "malformed" in str(e) or "not a database" in str(e):
+            print(f"labeler: error: the workspace file is damaged ({e}); restore it from a backup", file=sys.stderr)
+        else:
             raise
-        print(f"labeler: error: the workspace is busy ({e}); nothing more was written, try again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("labeler: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ SQLite file is refused rather than "migrated".
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlite_utils import Database
 
@@ -114,5 +115,29 @@ def _v2(db: Database) -> None:
     db["quality_scores"].create_index(["project_id", "author", "created_at"])
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2]
+def _v3(db: Database) -> None:
+    """Models identified by content, stored relative to the workspace, and removable (issue 10).
+
+    * `models.sha256`: the SHA-256 of the checkpoint's model.json as verified at registration. It pins the
+      weights' hash too, so a copy whose files changed under the same `version` is told apart (NULL for a
+      row registered before this: verified when it is next loaded).
+    * `models.removed_at`: `labeler models remove` keeps the row when annotations (or answered lint
+      findings) name it, so their provenance still says which model version they came from; a removed
+      model is never picked to predict.
+    * A model path inside the workspace folder becomes relative to it, as image paths are, so a copied or
+      moved workspace keeps its models.
+    """
+    db["models"].add_column("sha256", str)
+    db["models"].add_column("removed_at", str)
+    row = next((r for r in db.execute("PRAGMA database_list").fetchall() if r[1] == "main"), None)
+    if not row or not row[2]:
+        return
+    folder = Path(row[2]).resolve().parent
+    for mid, path in db.execute("SELECT id, path FROM models").fetchall():
+        p = Path(path)
+        if p.is_absolute() and p.resolve().is_relative_to(folder):
+            db.execute("UPDATE models SET path=? WHERE id=?", [p.resolve().relative_to(folder).as_posix(), mid])
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from projects.errors import LabelerError
+from projects.errors import LabelerError, shorten
+from projects.untrusted import MAX_YAML_BYTES, load_yaml, read_file
 
 ROOT = None  # the parent of top-level nodes
 
@@ -120,10 +121,10 @@ class SuperTaxonomy:
             if isinstance(entry, str):
                 entry = {"name": entry}
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
-                raise TaxonomyError(f"{where}: expected {{name: ..., parent: ...}}, got {entry!r}")
+                raise TaxonomyError(f"{where}: expected {{name: ..., parent: ...}}, got {shorten(entry)}")
             parent = entry.get("parent")
             if parent is not None and not isinstance(parent, str):
-                raise TaxonomyError(f"{where} ({entry['name']}): parent must be a node name")
+                raise TaxonomyError(f"{where} ({_name(entry['name'])}): parent must be a node name")
             nodes.append(Node(entry["name"], parent))
         return cls(nodes, name=str(data.get("name", "super-taxonomy")), source=source)
 
@@ -142,18 +143,19 @@ def _validate_tree(nodes: Sequence[Node], source: str) -> None:
             raise TaxonomyError(f"{source}: nodes[{i}]: empty node name")
         if n.name in seen:
             first = seen[n.name]
-            raise TaxonomyError(f"{source}: nodes[{i}]: duplicate node name {n.name!r} (first at nodes[{first}])")
+            raise TaxonomyError(f"{source}: nodes[{i}]: duplicate node name {shorten(n.name)} "
+                                f"(first at nodes[{first}])")
         seen[n.name] = i
     parent = {n.name: n.parent for n in nodes}
     for i, n in enumerate(nodes):
         if n.parent is not None and n.parent not in parent:
-            raise TaxonomyError(f"{source}: nodes[{i}] ({n.name}): unknown parent {n.parent!r}")
+            raise TaxonomyError(f"{source}: nodes[{i}] ({_name(n.name)}): unknown parent {shorten(n.parent)}")
     for i, n in enumerate(nodes):
         chain, p = [n.name], n.parent
         while p is not None:
             if p in chain:
                 cycle = " -> ".join([*chain[chain.index(p):], p])
-                raise TaxonomyError(f"{source}: nodes[{i}] ({n.name}): cycle {cycle}")
+                raise TaxonomyError(f"{source}: nodes[{i}] ({_name(n.name)}): cycle {_name(cycle)}")
             chain.append(p)
             p = parent[p]
 
@@ -185,17 +187,18 @@ class CustomerTaxonomy:
         seen: set[str] = set()
         keys: dict[str, str] = {}
         for i, lab in enumerate(self.labels):
-            where = f"{self.source}: labels[{i}] ({lab.name})"
+            where = f"{self.source}: labels[{i}] ({_name(lab.name)})"
             if not lab.name:
                 raise TaxonomyError(f"{self.source}: labels[{i}]: empty label name")
             if lab.name in seen:
                 raise TaxonomyError(f"{where}: duplicate label name")
             seen.add(lab.name)
             if lab.node not in sup:
-                raise TaxonomyError(f"{where}: mapped to unknown node {lab.node!r}")
+                raise TaxonomyError(f"{where}: mapped to unknown node {shorten(lab.node)}")
             if lab.shortcut is not None:
                 if lab.shortcut in keys:
-                    raise TaxonomyError(f"{where}: shortcut {lab.shortcut!r} already used by {keys[lab.shortcut]!r}")
+                    raise TaxonomyError(f"{where}: shortcut {shorten(lab.shortcut)} already used by "
+                                        f"{shorten(keys[lab.shortcut])}")
                 keys[lab.shortcut] = lab.name
         return self
 
@@ -207,9 +210,10 @@ class CustomerTaxonomy:
         for i, entry in enumerate(data.get("labels", [])):
             where = f"{source}: labels[{i}]"
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                raise TaxonomyError(f"{where}: expected {{name: ..., node: ...}}, got {entry!r}")
+                raise TaxonomyError(f"{where}: expected {{name: ..., node: ...}}, got {shorten(entry)}")
             if not isinstance(entry.get("node"), str):
-                raise TaxonomyError(f"{where} ({entry['name']}): missing 'node' (the super-taxonomy node it maps to)")
+                raise TaxonomyError(f"{where} ({_name(entry['name'])}): missing 'node' (the super-taxonomy node it "
+                                    "maps to)")
             shortcut = entry.get("shortcut", str(i + 1) if i < 9 else None)
             labels.append(Label(entry["name"], entry["node"], str(entry.get("color", PALETTE[i % len(PALETTE)])),
                                 None if shortcut is None else str(shortcut)))
@@ -278,16 +282,21 @@ class ProjectView:
         raise KeyError(name)
 
 
+def _name(value: object, limit: int = 80) -> str:
+    """A name from a file, shown as is when short, else cut (see projects.errors.shorten)."""
+    return value if isinstance(value, str) and len(value) <= limit else shorten(value, limit)
+
+
 def _read_yaml(path: str | Path) -> Any:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_file(p, MAX_YAML_BYTES).decode("utf-8-sig")
     except OSError as e:
         raise TaxonomyError(f"{p}: cannot read ({e.strerror or e})") from e
     except UnicodeDecodeError as e:
         raise TaxonomyError(f"{p}: not UTF-8 text") from e
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -27,7 +27,8 @@ def _statuses(text: str) -> list[str]:
                       "rule violations) and rank images by how likely they hold a mistake")
 @arguments(arg("ws"), arg("--project", required=True),
            arg("--json", action="store_true", help="print JSON: the ranking and every reported finding"),
-           arg("--model", metavar="DIR", help="a checkpoint folder: registered as a model version if it is new"),
+           arg("--model", metavar="DIR", help="a checkpoint folder: verified, registered as a model version if it "
+                                              "is new, and used for this run"),
            arg("--threshold", type=float, default=None,
                help="report findings scoring at least this (0-1, default: the linter's own, 0.5)"),
            arg("--status", default="in_progress,submitted", type=_statuses,
@@ -44,11 +45,14 @@ def lint(args) -> int:
         raise CommandError(f"--threshold must lie in 0..1, got {args.threshold}")
     with Workspace.open(args.ws) as ws:
         ws.project_id(args.project)  # fail early on a wrong name
-        if args.model and not args.rules_only:
-            from inference.registry import model_id_for, register_checkpoint
+        model_id = None
+        if args.model and not args.rules_only:  # verified in full before it is registered; then it lints
+            from inference.registry import ensure_registered
 
-            if model_id_for(ws, args.model) is None:
-                register_checkpoint(ws, args.model)
+            reg = ensure_registered(ws, args.model)
+            if reg.note or reg.new:
+                print(reg.note or f"registered model {reg.version} from {reg.folder}", file=sys.stderr)
+            model_id = reg.model_id
         if ws.latest_model() is None and not args.rules_only:
             print("no model registered in this workspace: only the rule checks run (train one with "
                   "`labeler train` or pass --model DIR)", file=sys.stderr)
@@ -63,7 +67,7 @@ def lint(args) -> int:
     try:
         result = lint_project(Path(args.ws), args.project, config=LintConfig(threshold=args.threshold),
                               statuses=args.status, rules_only=args.rules_only, progress=progress,
-                              threads=args.threads)
+                              threads=args.threads, model_id=model_id)
     except LintError as e:
         raise CommandError(str(e)) from e
     finally:

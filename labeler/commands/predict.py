@@ -13,18 +13,22 @@ from projects.workspace import Workspace
 
 @command("predict", help="predict every image of a project with the latest (or a given) model, cached per version")
 @arguments(arg("ws"), arg("--project", required=True),
-           arg("--model", metavar="DIR", help="a checkpoint folder: registered as a model version if it is new"),
+           arg("--model", metavar="DIR", help="a checkpoint folder: verified, registered as a model version if it "
+                                              "is new, and used for this run"),
            arg("--batch", type=int, default=4, help="images per forward pass"),
            arg("--threads", type=int, default=None, help="torch threads (default: cores - 1)"))
 def predict(args) -> int:
     with Workspace.open(args.ws) as ws:
         ids = ws.image_ids(args.project)
-        if args.model:
-            from inference.registry import model_id_for, register_checkpoint
+        if args.model:  # verified in full before it is registered; then this model, not the latest, predicts
+            from inference.registry import ensure_registered
 
-            if model_id_for(ws, args.model) is None:
-                register_checkpoint(ws, args.model)
-        model = ws.latest_model()
+            reg = ensure_registered(ws, args.model)
+            if reg.note or reg.new:
+                print(reg.note or f"registered model {reg.version} from {reg.folder}")
+            model = ws.model(reg.version)
+        else:
+            model = ws.latest_model()
         if model is None:
             raise CommandError(f"{args.ws}: no model registered; train one (`labeler train`) or pass --model DIR")
         todo = [i for i in ids if ws.predictions(i, model["id"]) is None]
@@ -34,7 +38,7 @@ def predict(args) -> int:
     bar = tqdm(total=len(todo), desc="predict", unit="img")
     try:
         run = predict_images(Path(args.ws), todo, threads=args.threads, batch_size=args.batch,
-                             on_result=lambda r: bar.update(1))
+                             on_result=lambda r: bar.update(1), model_id=model["id"] if args.model else None)
     finally:
         bar.close()
     if run.service.predictor is None:

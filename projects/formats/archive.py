@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from projects.errors import shorten
 from projects.formats.common import Dataset, ExportData, FormatError, ImageEntry, PathGuard, TransferError
 from projects.formats.registry import Format, ReadContext, register
 from projects.schema import PROVENANCES, STATUSES
@@ -113,7 +114,7 @@ def read_archive(path: Path, staging: Path, limits: Limits = LIMITS) -> Dataset:
             where = f"$.images[{k}].file"
             info = infos.get(entry.name)
             if info is None:
-                raise FormatError(f"{path}!{MANIFEST}", where, f"{entry.name!r} is not in the archive")
+                raise FormatError(f"{path}!{MANIFEST}", where, f"{shorten(entry.name)} is not in the archive")
             target = guard.join(staging, entry.name, path, where)
             target.parent.mkdir(parents=True, exist_ok=True)
             digest = _extract(z, info, target, path, limits)
@@ -190,7 +191,8 @@ def _parse_manifest(m: Any, src: str) -> Dataset:
     if not isinstance(m, dict) or m.get("kind") != KIND:
         raise FormatError(src, "$.kind", f"not a Labeler project archive (expected kind {KIND!r})")
     if m.get("version") != VERSION:
-        raise FormatError(src, "$.version", f"archive version {m.get('version')!r}; this Labeler reads {VERSION}")
+        raise FormatError(src, "$.version",
+                          f"archive version {shorten(m.get('version'))}; this Labeler reads {VERSION}")
     tax = m.get("taxonomy")
     if not isinstance(tax, dict):
         raise FormatError(src, "$.taxonomy", "missing")
@@ -201,7 +203,7 @@ def _parse_manifest(m: Any, src: str) -> Dataset:
             raise FormatError(src, where, "expected {name, parent}")
         parent = _str(n.get("parent"), src, f"{where}.parent")
         if parent is not None and parent not in seen:
-            raise FormatError(src, f"{where}.parent", f"parent {parent!r} must come before {n['name']!r}")
+            raise FormatError(src, f"{where}.parent", f"parent {shorten(parent)} must come before {shorten(n['name'])}")
         seen.add(n["name"])
         nodes.append({"name": n["name"], "parent": parent})
     labels = []
@@ -210,7 +212,7 @@ def _parse_manifest(m: Any, src: str) -> Dataset:
         if not isinstance(lab, dict) or not isinstance(lab.get("name"), str) or not isinstance(lab.get("node"), str):
             raise FormatError(src, where, "expected {name, node, color, shortcut}")
         if lab["node"] not in seen:
-            raise FormatError(src, f"{where}.node", f"node {lab['node']!r} is not in taxonomy.nodes")
+            raise FormatError(src, f"{where}.node", f"node {shorten(lab['node'])} is not in taxonomy.nodes")
         labels.append({"name": lab["name"], "node": lab["node"], "color": _str(lab.get("color"), src, where),
                        "shortcut": _str(lab.get("shortcut"), src, where)})
     rules = tax.get("rules") or {}
@@ -233,7 +235,7 @@ def _parse_manifest(m: Any, src: str) -> Dataset:
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise FormatError(src, f"{where}.sha256", "expected 64 lowercase hex digits")
         if file in files:
-            raise FormatError(src, f"{where}.file", f"{file!r} listed twice")
+            raise FormatError(src, f"{where}.file", f"{shorten(file)} listed twice")
         files.add(file)
         status = im.get("status")
         if status not in STATUSES:

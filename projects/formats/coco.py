@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from projects.errors import shorten
 from projects.formats.common import Dataset, ExportData, FormatError, ImageEntry, copy_image, integer, number, read_json
 from projects.formats.registry import Format, ReadContext, register
 
@@ -70,7 +71,7 @@ def parse_coco(data: Any, file: Path) -> Dataset:
         cid = integer(c.get("id"), file, f"{where}.id")
         name = c.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise FormatError(file, f"{where}.name", f"expected a non-empty name, got {name!r}")
+            raise FormatError(file, f"{where}.name", f"expected a non-empty name, got {shorten(name)}")
         if cid in label_of:
             raise FormatError(file, f"{where}.id", f"duplicate category id {cid}")
         label_of[cid] = ds.label_index(name.strip())
@@ -84,11 +85,11 @@ def parse_coco(data: Any, file: Path) -> Dataset:
         iid = integer(im.get("id"), file, f"{where}.id")
         name = im.get("file_name")
         if not isinstance(name, str) or not name.strip():
-            raise FormatError(file, f"{where}.file_name", f"expected a file name, got {name!r}")
+            raise FormatError(file, f"{where}.file_name", f"expected a file name, got {shorten(name)}")
         if iid in image_of:
             raise FormatError(file, f"{where}.id", f"duplicate image id {iid}")
         if name in names:
-            raise FormatError(file, f"{where}.file_name", f"{name!r} already listed at $.images[{names[name]}]")
+            raise FormatError(file, f"{where}.file_name", f"{shorten(name)} already listed at $.images[{names[name]}]")
         names[name] = i
         w = integer(im["width"], file, f"{where}.width") if im.get("width") is not None else None
         h = integer(im["height"], file, f"{where}.height") if im.get("height") is not None else None
@@ -123,7 +124,7 @@ def _annotation(ds: Dataset, a: Any, i: int, file: Path, image_of: dict, label_o
         try:
             table[a[key]]
         except (KeyError, TypeError):
-            raise FormatError(file, f"{where}.{key}", f"no {key.split('_')[0]} with id {a[key]!r}") from None
+            raise FormatError(file, f"{where}.{key}", f"no {key.split('_')[0]} with id {shorten(a[key])}") from None
     bbox = a.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4:
         raise FormatError(file, f"{where}.bbox", f"expected [x, y, width, height], got {bbox!r:.60}")

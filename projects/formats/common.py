@@ -14,6 +14,9 @@ import os
 import re
 from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,8 @@ import defusedxml.ElementTree as SafeET
 import numpy as np
 from defusedxml import DefusedXmlException
 
-from projects.errors import LabelerError
+from projects.errors import LabelerError, shorten
+from projects.untrusted import read_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".JPG", ".JPEG", ".PNG")
 
@@ -139,6 +143,10 @@ class PathGuard:
             real = self._real[d] = os.path.realpath(d)
         return real
 
+    def real_dir(self, d: str | Path) -> str:
+        """A folder's real path (cached)."""
+        return self._real_dir(os.fspath(d))
+
     def _real_file(self, path: str) -> str:
         real = os.path.join(self._real_dir(os.path.dirname(path)), os.path.basename(path))
         return os.path.realpath(real) if os.path.islink(real) else real
@@ -147,24 +155,24 @@ class PathGuard:
         """`root / name`, or FormatError when the name is absolute, has `..`, or leads outside by a symlink."""
         src = source or root
         if not name or "\x00" in name:
-            raise FormatError(src, place, f"empty or invalid path {name!r}")
+            raise FormatError(src, place, f"empty or invalid path {shorten(name)}")
         posix = name.replace("\\", "/")
         if posix.startswith("/") or _DRIVE.match(posix):
-            raise FormatError(src, place, f"absolute path {name!r} is not allowed (paths must be relative)")
+            raise FormatError(src, place, f"absolute path {shorten(name)} is not allowed (paths must be relative)")
         parts = [q for q in posix.split("/") if q and q != "."]
         if ".." in parts:
-            raise FormatError(src, place, f"path {name!r} leaves its folder ('..' is not allowed)")
+            raise FormatError(src, place, f"path {shorten(name)} leaves its folder ('..' is not allowed)")
         if not parts:
-            raise FormatError(src, place, f"empty or invalid path {name!r}")
+            raise FormatError(src, place, f"empty or invalid path {shorten(name)}")
         root_s = os.fspath(root)
         path = os.path.join(root_s, *parts)
         try:
             base = self._real_dir(root_s)
             real = self._real_file(path)
         except (OSError, RuntimeError, ValueError) as e:  # symlink loops, names too long
-            raise FormatError(src, place, f"path {name!r} cannot be resolved ({e})") from e
+            raise FormatError(src, place, f"path {shorten(name)} cannot be resolved ({e})") from e
         if not real.startswith(base.rstrip(os.sep) + os.sep):
-            raise FormatError(src, place, f"path {name!r} leads outside {root} (through a symlink)")
+            raise FormatError(src, place, f"path {shorten(name)} leads outside {root} (through a symlink)")
         return Path(path)
 
     def real(self, path: Path) -> str:
@@ -180,12 +188,60 @@ def safe_join(root: Path, name: str, source: str | Path = "", place: str = "") -
     return PathGuard().join(root, name, source, place)
 
 
-# --- parsing helpers -----------------------------------------------------------------------------
-def read_text(path: Path) -> str:
+# --- reading annotation files ---------------------------------------------------------------------
+_CONFINED: ContextVar[tuple[PathGuard, tuple[Path, ...], frozenset[str]] | None] = \
+    ContextVar("labeler_import_confinement", default=None)
+
+
+@contextmanager
+def confined_to(roots: Iterable[Path], named: Iterable[Path] = ()) -> Iterator[None]:
+    """While importing: every annotation file read through `read_bytes` (read_text, read_json, parse_xml)
+    must, once symlinks are resolved, lie inside the root its path lies in (a file outside every root, such
+    as classes.txt one folder up, inside its own folder), unless it is one of the files the user `named`.
+
+    Why here and not in each reader: readers find files by globbing the import folder, and a symlink there
+    (`a.json -> /etc/passwd`) would be read and its first line could end up in an error message. One check
+    at the single place files are read covers every reader, present and future."""
+    named_real = frozenset(os.path.realpath(p) for p in named)
+    token = _CONFINED.set((PathGuard(), tuple(Path(r) for r in roots), named_real))
     try:
-        data = path.read_bytes()
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
+def _check_confined(path: Path) -> None:
+    state = _CONFINED.get()
+    if state is None:
+        return
+    guard, roots, named = state
+    try:
+        real = guard.real(path)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise FormatError(path, "", f"cannot be resolved ({e})") from e
+    if real in named:
+        return
+    lexical = os.path.abspath(path)
+    folder = next((r for r in roots if lexical.startswith(os.path.abspath(r).rstrip(os.sep) + os.sep)), None)
+    # A file a reader looks for beside the import folder (classes.txt one folder up) may not leave its own folder.
+    base = guard.real_dir(folder if folder is not None else os.path.dirname(lexical))
+    if not real.startswith(base.rstrip(os.sep) + os.sep):
+        where = folder if folder is not None else os.path.dirname(lexical)
+        raise FormatError(path, "", f"a symlink leading outside {where}: not followed")
+
+
+def read_bytes(path: Path) -> bytes:
+    """A regular file's bytes (no FIFO or device: they would hang or never end), confined while importing."""
+    _check_confined(path)
+    try:
+        return read_file(path)
     except OSError as e:
         raise FormatError(path, "", f"cannot read ({e.strerror or e})") from e
+
+
+# --- parsing helpers -----------------------------------------------------------------------------
+def read_text(path: Path) -> str:
+    data = read_bytes(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -202,14 +258,13 @@ def read_json(path: Path) -> Any:
         raise FormatError(path, f"line {e.lineno} column {e.colno}", f"not valid JSON ({e.msg})") from e
     except RecursionError as e:
         raise FormatError(path, "", "JSON nested too deeply") from e
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise FormatError(path, "", f"not valid JSON ({shorten(str(e), 120)})") from e
 
 
 def parse_xml(path: Path) -> Element:
     """Parse XML with defusedxml: no external entities, no entity-expansion bombs, no DTDs."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise FormatError(path, "", f"cannot read ({e.strerror or e})") from e
+    data = read_bytes(path)
     try:
         return SafeET.fromstring(data, forbid_dtd=True)
     except ParseError as e:
@@ -230,9 +285,12 @@ def _xml_reason(e: ParseError) -> str:
 def number(value: Any, source: str | Path, place: str) -> float:
     """A JSON/XML/text number as float; NaN and infinity pass (box checks report them), junk does not."""
     if isinstance(value, bool):
-        raise FormatError(source, place, f"expected a number, got {value!r}")
+        raise FormatError(source, place, f"expected a number, got {shorten(value)}")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a JSON integer like 10**400
+            raise FormatError(source, place, f"number too large ({_digits(value)})") from None
     if isinstance(value, str):
         try:
             return float(value.strip())
@@ -241,9 +299,18 @@ def number(value: Any, source: str | Path, place: str) -> float:
     raise FormatError(source, place, f"expected a number, got {_short(value)}")
 
 
+MAX_INTEGER = 2**63 - 1  # what SQLite stores; ids and sizes beyond it are junk, not data
+
+
+def _digits(value: int) -> str:
+    return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() refuses > 4300 digits
+
+
 def integer(value: Any, source: str | Path, place: str) -> int:
     """An id or size: an int, or a float/str holding a whole number (some tools write `640.0`)."""
     if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_INTEGER:
+            raise FormatError(source, place, f"whole number out of range ({_digits(value)})")
         return value
     try:
         f = number(value, source, place)
@@ -251,6 +318,8 @@ def integer(value: Any, source: str | Path, place: str) -> int:
         raise FormatError(source, place, f"expected a whole number, got {_short(value)}") from None
     if f != f or f in (float("inf"), float("-inf")) or f != int(f):
         raise FormatError(source, place, f"expected a whole number, got {_short(value)}")
+    if abs(f) > MAX_INTEGER:
+        raise FormatError(source, place, f"whole number out of range, got {_short(value)}")
     return int(f)
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
+from projects.errors import shorten
 from projects.formats.common import (
     Dataset,
     ExportData,
@@ -118,7 +119,7 @@ def _points(text: str | None, f: Path, place: str) -> list[tuple[float, float]]:
     for pair in text.split(";"):
         xy = pair.split(",")
         if len(xy) != 2:
-            raise FormatError(f, f"{place}/@points", f"expected 'x,y;x,y;...', got {pair!r}")
+            raise FormatError(f, f"{place}/@points", f"expected 'x,y;x,y;...', got {shorten(pair)}")
         pts.append((number(xy[0], f, f"{place}/@points"), number(xy[1], f, f"{place}/@points")))
     return pts
 

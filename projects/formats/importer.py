@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from projects.errors import shorten
 from projects.formats.common import IMAGE_SUFFIXES, Dataset, FormatError, ImageEntry, PathGuard, TransferError
 from projects.formats.registry import ReadContext, get_format
 from projects.imaging import ImageError, ImageInfo, file_sha256, probe_image
 from projects.schema import STATUSES
 from projects.taxonomy import CustomerTaxonomy, Label
+from projects.untrusted import MAX_YAML_BYTES, YAMLBombError, load_yaml, read_file
 from projects.workspace import Workspace, default_author, now
 
 BAD_BOX_POLICIES = ("clamp", "skip", "error")
@@ -90,20 +92,21 @@ def load_mapping(path: str | Path) -> dict[str, str | None]:
     """A label mapping file (YAML or JSON): `{name in the file: project label, or null to drop its boxes}`."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(read_file(p, MAX_YAML_BYTES).decode("utf-8-sig"))
     except OSError as e:
         raise TransferError(f"{p}: cannot read the mapping file ({e.strerror or e})") from e
     except UnicodeDecodeError as e:
         raise TransferError(f"{p}: the mapping file is not UTF-8 text") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise FormatError(p, f"line {mark.line + 1}" if mark else "", "not valid YAML/JSON") from e
+        why = f" ({e.problem})" if isinstance(e, YAMLBombError) else ""
+        raise FormatError(p, f"line {mark.line + 1}" if mark else "", f"not valid YAML/JSON{why}") from e
     if not isinstance(data, dict):
         raise FormatError(p, "", "a mapping file is a mapping {name in the file: project label}")
     out: dict[str, str | None] = {}
     for k, v in data.items():
         if v is not None and not isinstance(v, str):
-            raise FormatError(p, f"key {k!r}", f"expected a label name or null, got {v!r}")
+            raise FormatError(p, f"key {shorten(k)}", f"expected a label name or null, got {shorten(v)}")
         out[str(k)] = v
     return out
 
@@ -368,7 +371,8 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
                          f"{e.source}: {e.place}: {e.name}: file says {e.width}x{e.height}, image is "
                          f"{r.width}x{r.height}{swapped}")
         if e.extra.get("staged"):
-            final = _unique_dest(dest_dir, PurePosixPath(e.name.replace("\\", "/")).name, r.sha256, taken)
+            name = e.extra.get("dest_name") or PurePosixPath(e.name.replace("\\", "/")).name
+            final = _unique_dest(dest_dir, name, r.sha256, taken)
             staged.append((r.path, final))
             r = ImageInfo(final, r.sha256, r.width, r.height)
         else:
@@ -496,7 +500,7 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
                     ws.add_label(plan.project, lab.name, lab.node, lab.color or None)
             label_ids = {lab["name"]: lab["id"] for lab in ws.labels(plan.project)}
             lid = np.array([label_ids[t] if t is not None else -1 for t in plan.label_targets], dtype=np.int64)
-            models = {m["version"]: m["id"] for m in ws.models()}
+            models = {m["version"]: m["id"] for m in ws.models(include_removed=True)}
             for pair in plan.staged:
                 if pair is not None and not pair[1].exists():
                     folder = pair[1].parent

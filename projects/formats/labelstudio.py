@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from xml.sax.saxutils import quoteattr
 
+from projects.errors import shorten
 from projects.formats.common import Dataset, ExportData, FormatError, ImageEntry, copy_image, number, read_json
 from projects.formats.registry import Format, ReadContext, register
 
@@ -144,7 +145,7 @@ def _results(ds: Dataset, img: int, results: list, f: Path, where: str, w: int |
             box = (min(xs) / 100, min(ys) / 100, max(xs) / 100, max(ys) / 100)
             ds.note("polygons converted to their bounding box", f"{f}: {place}")
         else:
-            ds.note(f"Label Studio results of type {kind!r} (not boxes), skipped", f"{f}: {place}")
+            ds.note(f"Label Studio results of type {shorten(kind, 60)} (not boxes), skipped", f"{f}: {place}")
             continue
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
             raise FormatError(f, f"{place}.value", f"no label for this {kind} result")

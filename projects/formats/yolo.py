@@ -19,9 +19,11 @@ from typing import Any
 
 import yaml
 
+from projects.errors import shorten
 from projects.formats.common import Dataset, ExportData, FormatError, ImageEntry, PathGuard, copy_image, read_text
 from projects.formats.registry import Format, ReadContext, register
 from projects.imaging import IMAGE_SUFFIXES
+from projects.untrusted import YAMLBombError, load_yaml
 
 NAME_FILES = ("classes.txt", "obj.names", "classes.names")
 LIST_FILES = frozenset({"classes.txt", "obj.names", "classes.names", "train.txt", "valid.txt", "val.txt", "test.txt"})
@@ -77,9 +79,9 @@ def names_from_yaml(data: dict[str, Any], f: Path) -> list[str]:
         raise FormatError(f, "names", "missing: a list of class names, or a dict {0: name, ...}")
     for i, n in enumerate(names):
         if not isinstance(n, str | int | float) or not str(n).strip():
-            raise FormatError(f, f"names[{i}]", f"expected a class name, got {n!r}")
+            raise FormatError(f, f"names[{i}]", f"expected a class name, got {shorten(n)}")
     if "nc" in data and data["nc"] != len(names):
-        raise FormatError(f, "nc", f"nc is {data['nc']!r} but there are {len(names)} names")
+        raise FormatError(f, "nc", f"nc is {shorten(data['nc'])} but there are {len(names)} names")
     return [str(n).strip() for n in names]
 
 
@@ -96,7 +98,7 @@ def read_label_file(ds: Dataset, img: int, f: Path, names: list[str]) -> None:
             raise FormatError(f, where, f"expected numbers 'class cx cy w h', got {line.strip()[:60]!r}") from None
         cls = values[0]
         if not (cls == cls and abs(cls) != float("inf") and cls == int(cls)):
-            raise FormatError(f, where, f"class id {parts[0]!r} is not a whole number")
+            raise FormatError(f, where, f"class id {shorten(parts[0])} is not a whole number")
         if not 0 <= cls < len(names):
             raise FormatError(f, where, f"class id {int(cls)} outside 0..{len(names) - 1} ({len(names)} names)")
         label = names[int(cls)]
@@ -153,10 +155,11 @@ def _add_image(ds: Dataset, image: Path, root: Path, label: Path | None, names: 
 # --- Ultralytics ---------------------------------------------------------------------------------
 def read_ultralytics(f: Path, images_dir: Path | None) -> Dataset:
     try:
-        data = yaml.safe_load(read_text(f))
+        data = load_yaml(read_text(f))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise FormatError(f, f"line {mark.line + 1}" if mark else "", "not valid YAML") from e
+        why = f" ({e.problem})" if isinstance(e, YAMLBombError) else ""
+        raise FormatError(f, f"line {mark.line + 1}" if mark else "", f"not valid YAML{why}") from e
     if not isinstance(data, dict):
         raise FormatError(f, "", "expected a mapping with names and train/val/test")
     names = names_from_yaml(data, f)
@@ -172,7 +175,7 @@ def read_ultralytics(f: Path, images_dir: Path | None) -> Dataset:
             pass
         if root == base:
             ds.note("data.yaml 'path' outside its folder or missing: used the yaml's folder instead",
-                    f"{f}: path: {data['path']}")
+                    f"{f}: path: {shorten(data['path'])}")
     if images_dir is not None:
         root = images_dir
     seen: set[Path] = set()
@@ -183,7 +186,7 @@ def read_ultralytics(f: Path, images_dir: Path | None) -> Dataset:
         for k, entry in enumerate(entries if isinstance(entries, list) else [entries]):
             where = f"{split}[{k}]" if isinstance(entries, list) else split
             if not isinstance(entry, str) or not entry.strip():
-                raise FormatError(f, where, f"expected a folder or a .txt list of images, got {entry!r}")
+                raise FormatError(f, where, f"expected a folder or a .txt list of images, got {shorten(entry)}")
             rel = entry.strip()
             if rel.startswith("../") and not (root / rel).exists():
                 rel = rel[3:]  # Roboflow's data.yaml names '../train/images' from inside the dataset folder
