@@ -1,0 +1,159 @@
+"""Files exactly as other tools write them (issue 10, "Formats: files other tools really write").
+
+Each fixture below copies the shape of a real file: X-AnyLabeling 2.2+ label files (`LabelFile.save`:
+rectangles as four corners tl, tr, br, bl, `checked`, `score`, `kie_linking`, `imageHeight` -1 when
+unknown), CVAT project exports (`<image ... subset task_id>`, images in `images/<subset>/`), labelme files
+that carry their image only in `imageData`, a YOLO folder with a README, and so on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from projects.formats import FormatError, ImportOptions, export_project, import_annotations
+from projects.imaging import write_image
+from projects.taxonomy import CustomerTaxonomy, Label
+from projects.workspace import Workspace
+
+
+@pytest.fixture
+def target(tmp_path):
+    ws = Workspace.create(tmp_path / "ws")
+    ws.add_project("T", CustomerTaxonomy([Label("car", "car"), Label("person", "person")], name="T"))
+    yield ws
+    ws.close()
+
+
+def img(path: Path, w: int = 100, h: int = 50, value: int = 7) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, np.full((h, w, 3), value, dtype=np.uint8))
+    return path
+
+
+def add_labeled(ws: Workspace, project: str, path: Path, *labeled: tuple) -> int:
+    """Add an image file with boxes (label, x1, y1, x2, y2) to a project, as an annotator would."""
+    iid = ws.add_images(project, [path]).added[0]
+    label_ids = {lab["name"]: lab["id"] for lab in ws.labels(project)}
+    for label, *box in labeled:
+        ws.add_annotation(iid, label_ids[label], tuple(box))
+    return iid
+
+
+def boxes(ws: Workspace, project: str = "T") -> list[tuple]:
+    return sorted((Path(ws.image(i)["path"]).name, a["label"], round(a["x1"], 3), round(a["y1"], 3),
+                   round(a["x2"], 3), round(a["y2"], 3)) for i in ws.image_ids(project) for a in ws.annotations(i))
+
+
+def xanylabeling_shape(label: str, points: list, shape_type: str = "rectangle", **extra) -> dict:
+    """One shape as X-AnyLabeling's `Shape.to_dict()` writes it."""
+    return {"label": label, "score": None, "points": points, "group_id": None, "description": "",
+            "difficult": False, "shape_type": shape_type, "flags": {}, "attributes": {}, "kie_linking": [], **extra}
+
+
+def xanylabeling_file(shapes: list, image_path: str, w: int, h: int, image_data: str | None = None) -> dict:
+    """A label file as X-AnyLabeling's `LabelFile.save()` writes it (create_xlabel_template + shapes)."""
+    return {"version": "3.2.1", "flags": {}, "checked": False, "shapes": shapes, "imagePath": image_path,
+            "imageData": image_data, "imageHeight": h, "imageWidth": w, "description": ""}
+
+
+# --- X-AnyLabeling -------------------------------------------------------------------------------
+def test_xanylabeling_four_point_rectangles_hidden_shapes_and_rotations(tmp_path, target):
+    folder = tmp_path / "xal"
+    img(folder / "street.jpg", 200, 100)
+    shapes = [
+        xanylabeling_shape("car", [[10.0, 5.0], [30.0, 5.0], [30.0, 20.0], [10.0, 20.0]]),
+        # hidden in X-AnyLabeling's view (the check box in its object list): still a real annotation
+        xanylabeling_shape("person", [[40.0, 10.0], [60.0, 10.0], [60.0, 50.0], [40.0, 50.0]], visible=False),
+        # an auto-labelled box keeps its score; corners in another order than X-AnyLabeling's own
+        xanylabeling_shape("car", [[150.0, 80.0], [120.0, 80.0], [120.0, 60.0], [150.0, 60.0]], score=0.87),
+        # a rotated box: X-AnyLabeling's 'rotation' shape, 4 corners + direction
+        xanylabeling_shape("car", [[100.0, 30.0], [110.0, 20.0], [120.0, 30.0], [110.0, 40.0]], "rotation",
+                           direction=0.785),
+        xanylabeling_shape("person", [[5.0, 5.0]], "point"),
+    ]
+    (folder / "street.json").write_text(json.dumps(xanylabeling_file(shapes, "street.jpg", 200, 100), indent=2))
+    rep = import_annotations(target, "T", "labelme", folder)
+    assert boxes(target) == [("street.jpg", "car", 10, 5, 30, 20), ("street.jpg", "car", 100, 20, 120, 40),
+                             ("street.jpg", "car", 120, 60, 150, 80), ("street.jpg", "person", 40, 10, 60, 50)]
+    assert rep.counts["rotated rectangles (X-AnyLabeling 'rotation') converted to their bounding box"] == 1
+    assert rep.counts["labelme 'point' shapes (not boxes), skipped"] == 1
+    assert not any("not axis-aligned" in k for k in rep.counts)  # X-AnyLabeling's own rectangles are exact
+    assert not any("size differs" in k for k in rep.counts)
+
+
+def test_xanylabeling_unknown_size_and_a_skewed_four_point_rectangle(tmp_path, target):
+    folder = tmp_path / "xal"
+    img(folder / "a.png", 100, 50)
+    shapes = [xanylabeling_shape("car", [[10.0, 5.0], [32.0, 7.0], [30.0, 20.0], [8.0, 18.0]])]
+    (folder / "a.json").write_text(json.dumps(xanylabeling_file(shapes, "a.png", -1, -1)))
+    rep = import_annotations(target, "T", "labelme", folder)
+    assert boxes(target) == [("a.png", "car", 8, 5, 32, 20)]  # what X-AnyLabeling saves for it: the bounding box
+    assert rep.counts["4-point rectangles that were not axis-aligned: their bounding box used"] == 1
+    assert not any("size differs" in k for k in rep.counts)  # -1 means "not known", not a wrong size
+
+
+def test_a_rectangle_with_three_points_is_still_refused_by_name(tmp_path, target):
+    folder = tmp_path / "lm"
+    img(folder / "a.png")
+    shapes = [xanylabeling_shape("car", [[1, 1], [5, 1], [5, 5]])]
+    (folder / "a.json").write_text(json.dumps(xanylabeling_file(shapes, "a.png", 100, 50)))
+    with pytest.raises(FormatError, match=r"a\.json: \$\.shapes\[0\]\.points: a rectangle has 2 corners"):
+        import_annotations(target, "T", "labelme", folder)
+    assert target.image_ids("T") == []
+
+
+def test_our_labelme_export_is_what_xanylabeling_reads(tmp_path, target):
+    """X-AnyLabeling's LabelFile.load takes a 2-point rectangle and expands it (rectangle_from_diagonal);
+    labelme itself only draws 2-point ones. So the export keeps labelme's 2 corners, with the keys both need."""
+    add_labeled(target, "T", img(tmp_path / "src" / "a.jpg"), ("car", 10, 5, 30, 20))
+    export_project(target, "T", "labelme", tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert {"version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth"} <= set(doc)
+    assert doc["imagePath"] == "a.jpg" and (tmp_path / "out" / doc["imagePath"]).is_file()
+    assert doc["shapes"][0]["shape_type"] == "rectangle" and doc["shapes"][0]["points"] == [[10, 5], [30, 20]]
+    # ... and as X-AnyLabeling saves it again (4 corners), it reads back into the same box
+    doc["shapes"][0]["points"] = [[10.0, 5.0], [30.0, 5.0], [30.0, 20.0], [10.0, 20.0]]
+    (tmp_path / "out" / "a.json").write_text(json.dumps(doc))
+    target.add_project("U", CustomerTaxonomy([Label("car", "car")], name="U"))
+    import_annotations(target, "U", "labelme", tmp_path / "out")
+    assert boxes(target, "U") == [("a.jpg", "car", 10, 5, 30, 20)]
+
+
+# --- labelme: the image only inside the JSON -----------------------------------------------------
+def _b64(image: np.ndarray, ext: str, wrap: bool = False) -> str:
+    ok, data = cv2.imencode(ext, image)
+    text = base64.b64encode(data.tobytes()).decode()
+    return "\n".join(text[i:i + 76] for i in range(0, len(text), 76)) + "\n" if wrap else text
+
+
+@pytest.mark.parametrize("image_path, data_ext, wrap, stored", [
+    ("photo.png", ".png", False, "photo.png"),
+    ("photo.bmp", ".png", False, "photo.png"),  # labelme 3/4 re-encoded every non-JPEG image as PNG
+    ("photo", ".jpg", False, "photo.jpg"),  # no suffix in imagePath: the bytes say JPEG
+    ("", ".png", False, "shot.png"),  # no imagePath at all: named after the JSON
+    ("..\\pics\\photo.png", ".png", True, "photo.png"),  # Windows path, base64 wrapped at 76 (encodestring)
+])
+def test_labelme_image_only_in_image_data(tmp_path, target, image_path, data_ext, wrap, stored):
+    pixels = np.zeros((40, 60, 3), dtype=np.uint8)
+    pixels[10:20, 10:30] = 255
+    doc = {"version": "4.5.6", "flags": {}, "shapes": [
+        {"label": "car", "points": [[30, 20], [10, 10]], "group_id": None, "shape_type": "rectangle", "flags": {}}],
+        "imagePath": image_path, "imageData": _b64(pixels, data_ext, wrap), "imageHeight": 40, "imageWidth": 60}
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "shot.json").write_text(json.dumps(doc, indent=2))
+    import_annotations(target, "T", "labelme", tmp_path / "lm")
+    assert boxes(target) == [(stored, "car", 10, 10, 30, 20)]
+    (iid,) = target.image_ids("T")
+    row = target.image(iid)
+    assert row["path"] == f"images/T/{stored}" and (row["width"], row["height"]) == (60, 40)
+    assert target.image_path(row["path"]).is_file()
+    assert not list(target.folder.glob(".import-*"))  # the staged copy moved into place, nothing left behind
+    # importing the same file again finds that image (same name, same content) and adds nothing
+    rep = import_annotations(target, "T", "labelme", tmp_path / "lm")
+    assert rep.boxes_imported == 0 and len(target.image_ids("T")) == 1
