@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from projects.formats import FormatError, ImportOptions, export_project, import_annotations
+from projects.formats import FormatError, export_project, import_annotations
 from projects.imaging import write_image
 from projects.taxonomy import CustomerTaxonomy, Label
 from projects.workspace import Workspace
@@ -157,3 +157,92 @@ def test_labelme_image_only_in_image_data(tmp_path, target, image_path, data_ext
     # importing the same file again finds that image (same name, same content) and adds nothing
     rep = import_annotations(target, "T", "labelme", tmp_path / "lm")
     assert rep.boxes_imported == 0 and len(target.image_ids("T")) == 1
+
+
+# --- CVAT project export -------------------------------------------------------------------------
+def cvat_project_xml(images: list[tuple[str, str, int, list[str]]]) -> str:
+    """annotations.xml as CVAT writes a *project* export in "CVAT for images 1.1": project meta with its
+    tasks, and every image with `subset` and `task_id` (dump_as_cvat_annotation for ProjectData)."""
+    tasks = {subset: k + 1 for k, subset in enumerate(dict.fromkeys(s for s, *_ in images))}
+    task_xml = "".join(f"<task><id>{tid}</id><name>street {subset}</name><size>1</size><mode>annotation</mode>"
+                       f"<overlap>0</overlap><bugtracker></bugtracker><created>2024-05-02 09:12:40.101000+00:00"
+                       f"</created><updated>2024-05-02 10:00:00.000000+00:00</updated><subset>{subset}</subset>"
+                       f"<start_frame>0</start_frame><stop_frame>0</stop_frame><frame_filter></frame_filter>"
+                       f"</task>" for subset, tid in tasks.items())
+    head = ('<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1</version>\n  <meta>\n'
+            '    <project><id>4</id><name>streets</name><created>2024-05-02 09:10:00.000000+00:00</created>'
+            '<updated>2024-05-02 10:00:00.000000+00:00</updated><labels>'
+            '<label><name>car</name><color>#fa3253</color><type>any</type><attributes></attributes></label>'
+            '<label><name>person</name><color>#33ddff</color><type>any</type><attributes></attributes></label>'
+            f'</labels><owner><username>ann</username><email></email></owner><assignee></assignee>'
+            f'<tasks>{task_xml}</tasks></project>\n'
+            '    <dumped>2024-05-02 10:05:00.000000+00:00</dumped>\n  </meta>\n')
+    body = ""
+    for subset, name, frame, shapes in images:
+        body += (f'  <image id="{frame}" name="{name}" subset="{subset}" task_id="{tasks[subset]}" width="100" '
+                 f'height="50">\n' + "".join(f"    {s}\n" for s in shapes) + "  </image>\n")
+    return head + body + "</annotations>\n"
+
+
+def box(label: str, x1: float, y1: float, x2: float, y2: float) -> str:
+    return (f'<box label="{label}" source="manual" occluded="0" xtl="{x1:.2f}" ytl="{y1:.2f}" xbr="{x2:.2f}" '
+            f'ybr="{y2:.2f}" z_order="0"></box>')
+
+
+def test_cvat_project_subsets_are_their_own_folders(tmp_path, target):
+    """Two tasks each start at frame_000000.jpg: two images, each with its own boxes, once."""
+    root = tmp_path / "project"
+    img(root / "images" / "Train" / "frame_000000.jpg", value=10)
+    img(root / "images" / "Test" / "frame_000000.jpg", value=200)
+    img(root / "images" / "Test" / "frame_000001.jpg", value=90)
+    (root / "annotations.xml").write_text(cvat_project_xml([
+        ("Train", "frame_000000.jpg", 0, [box("car", 1, 2, 20, 20)]),
+        ("Test", "frame_000000.jpg", 0, [box("person", 5, 5, 15, 40)]),
+        ("Test", "frame_000001.jpg", 1, [box("car", 30, 10, 60, 30),
+                                         '<polyline label="" source="manual" occluded="0" points="1.00,1.00;9.00,'
+                                         '4.00;20.00,7.00" z_order="0"></polyline>']),
+    ]))
+    rep = import_annotations(target, "T", "cvat", root)
+    by_path = {target.image(i)["path"]: sorted((a["label"], a["x1"]) for a in target.annotations(i))
+               for i in target.image_ids("T")}
+    assert by_path == {str(root / "images" / "Train" / "frame_000000.jpg"): [("car", 1.0)],
+                       str(root / "images" / "Test" / "frame_000000.jpg"): [("person", 5.0)],
+                       str(root / "images" / "Test" / "frame_000001.jpg"): [("car", 30.0)]}
+    assert rep.counts["CVAT shapes without a label, skipped"] == 1
+    assert "image[3]/polyline[1]" in rep.examples["CVAT shapes without a label, skipped"][0]
+
+
+def test_cvat_project_listing_one_picture_in_every_subset_imports_it_once(tmp_path, target):
+    root = tmp_path / "project"
+    shapes = [box("car", 1, 2, 20, 20), box("person", 50, 5, 60, 45)]
+    for subset in ("Train", "Validation", "Test"):
+        img(root / "images" / subset / "street.jpg", value=33)  # the same bytes in each subset's folder
+    (root / "annotations.xml").write_text(cvat_project_xml(
+        [(subset, "street.jpg", 0, shapes) for subset in ("Train", "Validation", "Test")]))
+    rep = import_annotations(target, "T", "cvat", root)
+    assert boxes(target) == [("street.jpg", "car", 1, 2, 20, 20), ("street.jpg", "person", 50, 5, 60, 45)]
+    assert len(target.image_ids("T")) == 1 and rep.boxes_imported == 2
+    assert rep.counts["images with the same name and content in several places (imported once)"] == 2
+    assert rep.counts["boxes repeated by an image listed more than once (imported once)"] == 4
+
+
+def test_cvat_project_flattened_images_folder_still_imports_each_box_once(tmp_path, target):
+    """The same export with its images moved into one folder: the three entries are one file."""
+    root = tmp_path / "project"
+    img(root / "images" / "street.jpg", value=33)
+    (root / "annotations.xml").write_text(cvat_project_xml(
+        [(subset, "street.jpg", 0, [box("car", 1, 2, 20, 20)]) for subset in ("Train", "Validation", "Test")]))
+    rep = import_annotations(target, "T", "cvat", root)
+    assert boxes(target) == [("street.jpg", "car", 1, 2, 20, 20)]
+    assert rep.counts["boxes repeated by an image listed more than once (imported once)"] == 2
+
+
+@pytest.mark.parametrize("subset", ["../../etc", "a/b", ".."])
+def test_cvat_subset_that_is_a_path_is_refused(tmp_path, target, subset):
+    root = tmp_path / "project"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations.xml").write_text(cvat_project_xml([(subset, "a.jpg", 0, [box("car", 1, 2, 20, 20)])]))
+    with pytest.raises(FormatError, match=r"annotations\.xml: annotations/image\[1\]/@subset: subset .* is not a "
+                                          r"folder name"):
+        import_annotations(target, "T", "cvat", root)
+    assert target.image_ids("T") == []

@@ -3,7 +3,12 @@
 Read: labels come from `<meta>` (so unused labels are known too); rotated boxes (`rotation`, degrees
 clockwise about the box centre), polygons, polylines, points and ellipses become their bounding box,
 counted in the report; masks, skeletons, cuboids and image tags are not boxes and are counted as
-skipped. A file with `<track>` elements is "CVAT for video", which this reader refuses by name.
+skipped; a shape with an empty label is skipped and counted (the rest of the file still imports). A
+project export (`<image ... subset="Train" task_id="3">`) keeps each subset's images in
+`images/<subset>/`, where they are looked for first: two tasks' `frame_000000.jpg` are two images. A file
+with `<track>` elements is "CVAT for video", which this reader refuses by name.
+Write: `OUT/annotations.xml` with images in `OUT/images/`; a box's `source` says where it came from
+(manual, auto for accepted pre-labels, semi-auto for adjusted or refined ones, file for imported).
 Write: `OUT/annotations.xml` with images in `OUT/images/`; a box's `source` says where it came from
 (manual, auto for accepted pre-labels, semi-auto for adjusted or refined ones, file for imported).
 """
@@ -22,6 +27,7 @@ from projects.formats.common import (
     ExportData,
     FormatError,
     ImageEntry,
+    PathGuard,
     copy_image,
     integer,
     number,
@@ -68,6 +74,8 @@ def parse_cvat(root: Element, f: Path) -> Dataset:
         if name and name.strip():
             ds.label_index(name.strip())
     roots = (f.parent, f.parent / "images")
+    guard = PathGuard()
+    subset_roots: dict[str, tuple[Path, ...]] = {}
     for i, im in enumerate(root.iterfind("image"), start=1):
         where = f"annotations/image[{i}]"
         name = im.get("name")
@@ -75,7 +83,11 @@ def parse_cvat(root: Element, f: Path) -> Dataset:
             raise FormatError(f, where, "missing name attribute")
         w = integer(im.get("width"), f, f"{where}/@width") if im.get("width") else None
         h = integer(im.get("height"), f, f"{where}/@height") if im.get("height") else None
-        img = ds.add_image(ImageEntry(name, str(f), where, roots, w or None, h or None))
+        subset = (im.get("subset") or "").strip()  # a project export: each task's images in images/<subset>/
+        if subset and subset not in subset_roots:
+            subset_roots[subset] = (_subset_folder(subset, f, f"{where}/@subset", guard), *roots)
+        img = ds.add_image(ImageEntry(name, str(f), where, subset_roots[subset] if subset else roots, w or None,
+                                      h or None))
         counts: dict[str, int] = {}
         for shape in im:
             counts[shape.tag] = counts.get(shape.tag, 0) + 1
@@ -91,9 +103,10 @@ def _shape(ds: Dataset, img: int, shape: Element, f: Path, place: str) -> None:
     if shape.tag not in ("box", "ellipse", *POINT_SHAPES):
         ds.note(f"unknown CVAT elements <{shape.tag}>, skipped", f"{f}: {place}")
         return
-    label = shape.get("label")
-    if not label:
-        raise FormatError(f, place, "missing label attribute")
+    label = (shape.get("label") or "").strip()
+    if not label:  # nothing to name it by: reported with its place, the rest of the file still imports
+        ds.note("CVAT shapes without a label, skipped", f"{f}: {place}")
+        return
     attr = lambda k: number(shape.get(k), f, f"{place}/@{k}")
     if shape.tag == "box":
         x1, y1, x2, y2 = attr("xtl"), attr("ytl"), attr("xbr"), attr("ybr")
@@ -110,6 +123,17 @@ def _shape(ds: Dataset, img: int, shape: Element, f: Path, place: str) -> None:
         x1, y1, x2, y2 = polygon_box([p[0] for p in pts], [p[1] for p in pts])
         ds.note(f"CVAT {shape.tag} shapes converted to their bounding box", f"{f}: {place}")
     ds.add_box(img, label, x1, y1, x2, y2, place)
+
+
+def _subset_folder(subset: str, f: Path, place: str, guard: PathGuard) -> Path:
+    """`images/<subset>/` beside the XML, where CVAT's project export puts each subset's images.
+
+    The subset is one folder name (Train, Validation, default...); one that is a path, or a folder that
+    leads out of `images/` through a symlink, is refused.
+    """
+    if subset in (".", "..") or any(c in subset for c in "/\\\x00"):
+        raise FormatError(f, place, f"subset {shorten(subset)} is not a folder name")
+    return guard.join(f.parent / "images", subset, f, place)
 
 
 def _points(text: str | None, f: Path, place: str) -> list[tuple[float, float]]:

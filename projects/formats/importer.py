@@ -193,6 +193,7 @@ def _plan(ws: Workspace, project: str, ds: Dataset, opts: ImportOptions, report:
         rows.append({"path": info.path, "sha256": info.sha256, "width": info.width, "height": info.height,
                      "status": extra.get("status") or opts.status, "added_at": extra.get("added_at"),
                      "status_updated_at": extra.get("status_updated_at")})
+    idx = idx[_repeated_on_merged(idx, box_img, box_entry, box_label, boxes, targets, entry_image, ds, report)]
     if exists:
         idx = idx[_not_yet_there(ws, project, rows, box_img, box_label, boxes, idx, targets, ds, report)]
     extras = [ds.box_extra[k] for k in idx] if ds.box_extra is not None else None
@@ -356,11 +357,21 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
     staged: list[tuple[Path, Path] | None] = []
     dest_dir = ws.folder / "images" / _safe_name(project)
     taken: set[str] = set()
+    same: dict[tuple[str, str], int] = {}  # (file name, sha256) -> index in infos
     for u, (i, r) in enumerate(zip(order, results)):
         if isinstance(r, str):
             report.issue("unreadable images, skipped with their boxes", r)
             continue
         e = ds.images[i]
+        # One picture listed in several places (a CVAT project's subsets, copies in two folders): same file
+        # name and same bytes are one image, not two copies that split its boxes.
+        key = (PurePosixPath(e.name.replace("\\", "/")).name, r.sha256)
+        if key in same:
+            remap[u] = same[key]
+            report.issue("images with the same name and content in several places (imported once)",
+                         f"{e.source}: {e.place}: {e.name}")
+            continue
+        same[key] = len(infos)
         want = e.extra.get("sha256")
         if want and want != r.sha256:
             raise FormatError(e.source, e.place, f"image {e.name}: content does not match its recorded sha256")
@@ -451,6 +462,29 @@ def _check_boxes(boxes: np.ndarray, wh: np.ndarray, alive: np.ndarray, ds: Datas
 
 def _describe(box: np.ndarray, wh: np.ndarray) -> str:
     return f"box ({', '.join(f'{v:g}' for v in box)}) in a {int(wh[0])}x{int(wh[1])} image"
+
+
+def _repeated_on_merged(idx: np.ndarray, box_img: np.ndarray, box_entry: np.ndarray, box_label: np.ndarray,
+                        boxes: np.ndarray, targets: list[str | None], entry_image: np.ndarray, ds: Dataset,
+                        report: ImportReport) -> np.ndarray:
+    """Keep-mask over `idx`: when several entries name one image (a CVAT project lists an image in each
+    subset), a box that another of those entries already gave it is imported once, not once per entry."""
+    keep = np.ones(len(idx), dtype=bool)
+    named = entry_image[entry_image >= 0]
+    if not len(named) or len(np.unique(named)) == len(named):
+        return keep
+    multi = set(np.flatnonzero(np.bincount(named) > 1).tolist())
+    first: dict[tuple, int] = {}
+    for j, k in enumerate(idx.tolist()):
+        image = int(box_img[k])
+        if image not in multi:
+            continue
+        key = (image, targets[box_label[k]], *(round(float(v), 3) for v in boxes[k]))
+        entry = int(box_entry[k])
+        if first.setdefault(key, entry) != entry:
+            keep[j] = False
+            report.issue("boxes repeated by an image listed more than once (imported once)", ds.where(k))
+    return keep
 
 
 def _not_yet_there(ws: Workspace, project: str, rows: list[dict[str, Any]], box_img: np.ndarray,
