@@ -76,7 +76,15 @@ class TrainingData:
         h = hashlib.sha256()
         for s in sorted(self.samples, key=lambda s: s.image_id):
             h.update(f"{s.image_id}:{s.sha256}:{len(s.nodes)};".encode())
-        return {"projects": per_project, "split_version": SPLIT_VERSION, "fingerprint": h.hexdigest()[:16]}
+        # positives per node in the training split (a box is a positive for its node and its ancestors): the
+        # predictor's hierarchical decoding silences nodes with none (inference/decoding.py)
+        positives = dict.fromkeys(self.sup.names, 0)
+        for s in self.split("train"):
+            for node in s.nodes:
+                for n in self.sup.positives(node):
+                    positives[n] += 1
+        return {"projects": per_project, "split_version": SPLIT_VERSION, "fingerprint": h.hexdigest()[:16],
+                "node_positives": positives}
 
 
 def box_weight(node: str, project_rules: dict[str, Any], sup: SuperTaxonomy,

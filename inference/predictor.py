@@ -1,10 +1,11 @@
 """The predictor: RGB images of any size in, detections in super-taxonomy nodes out.
 
 Used by the pre-label worker, refine, lint, `labeler eval` and the benchmarks. It letterboxes each
-image into the model's fixed input, runs the model, decodes every head group with effdet's own
-post-processing (top-k, per-class NMS), merges groups (NMS again where two groups predict the same
-node), undoes the letterbox, and keeps detections down to `min_score` (low-score detections matter to
-refine and lint). Qt-free; one Predictor per thread.
+image into the model's fixed input, runs the model, applies hierarchical decoding to the class logits
+(inference/decoding.py: a node never outscores its ancestors; untrained nodes emit nothing), decodes every
+head group with effdet's own post-processing (top-k, per-class NMS), merges groups (NMS again where
+two groups predict the same node), undoes the letterbox, and keeps detections down to `min_score`
+(low-score detections matter to refine and lint). Qt-free; one Predictor per thread.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torchvision.ops import batched_nms
 
 from inference.architectures import Detector
 from inference.checkpoint import Checkpoint, load_checkpoint
+from inference.decoding import GroupDecoding, parent_map, trained_nodes
 from inference.letterbox import boxes_from_letterbox, letterbox
 from projects.taxonomy import SuperTaxonomy
 
@@ -56,6 +58,8 @@ class Predictor:
         self._std = torch.tensor([float(v) for v in norm["std"]], device=self.device).view(1, 3, 1, 1)
         self.anchors = Anchors.from_config(self.model.config).to(self.device)
         self.groups = self.model.groups
+        parents, trained = parent_map(meta), trained_nodes(meta)
+        self.decodings = [GroupDecoding(g.nodes, parents, trained) for g in self.groups]
         counts: dict[str, int] = {}
         for g in self.groups:
             for n in g.nodes:
@@ -117,14 +121,15 @@ class Predictor:
                 raise ValueError(f"image {i}: expected RGB uint8 (H, W, 3), got {a.dtype} {a.shape}")
         x, scales = self.prepare(images)
         outputs = self.model(x)
-        per_group = [self._decode(c, b, len(g.nodes)) for (c, b), g in zip(outputs, self.groups)]
+        per_group = [self._decode(dec.logits(c), b, len(g.nodes)) for (c, b), g, dec
+                     in zip(outputs, self.groups, self.decodings)]
         results = []
         for b, img in enumerate(images):
             h, w = img.shape[:2]
             boxes, scores, nodes = [], [], []
-            for g, dets in zip(self.groups, per_group):
+            for g, dec, dets in zip(self.groups, self.decodings, per_group):
                 d = dets[b]
-                d = d[d[:, 4] >= self.min_score]
+                d = d[(d[:, 4] >= self.min_score) & dec.enabled.to(d.device)[d[:, 5].long().clamp(min=1) - 1]]
                 boxes.append(d[:, :4])
                 scores.append(d[:, 4])
                 nodes.append(torch.tensor([self.node_names.index(g.nodes[int(c) - 1]) for c in d[:, 5]],
