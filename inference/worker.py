@@ -127,7 +127,7 @@ class PredictionService:
         self.model_version: str | None = None
         self.predictor: PredictorLike | None = None
         self.forward_passes = 0  # images sent through the model (for tests and benchmarks)
-        self._failed_models: set[int] = set()  # registered models that would not load: skipped this session
+        self._failed_models: dict[int, str] = {}  # registered models that would not load (why): skipped
         self._none_announced = False
         self.stopped_reason: str | None = None  # set when the thread ended for any reason but stop()
 
@@ -319,9 +319,9 @@ class PredictionService:
 
                     check_registered(ws, row, checkpoint)
             except Exception as e:  # any broken model file: report it, keep the app working
-                self._failed_models.add(row["id"])
-                self._status(f"model {row['version']} ({path}) could not be loaded ({describe(e)}); skipped "
-                             f"(`labeler models remove {row['version']}` unregisters it)")
+                why = f"model {row['version']} ({path}) could not be loaded ({describe(e)})"
+                self._failed_models[row["id"]] = why
+                self._status(f"{why}; skipped (`labeler models remove {row['version']}` unregisters it)")
                 continue
             self.predictor, self.model_id, self.model_version = predictor, row["id"], row["version"]
             self._none_announced = False
@@ -337,8 +337,9 @@ class PredictionService:
                 self._status("no model registered in this workspace: working without pre-labels"
                              if self.pinned_model is None else "the requested model is no longer registered")
             else:
-                self._status("no registered model could be loaded: working without pre-labels ("
-                             + "; ".join(f"{r['version']} at {ws.model_path(r)}" for r in rows[-3:]) + ")")
+                newest = next((self._failed_models[r["id"]] for r in reversed(rows) if r["id"] in self._failed_models),
+                              "")
+                self._status(f"no registered model could be loaded, working without pre-labels: {newest}")
 
     def _serve(self, ws: Workspace, batch: list[_Request]) -> None:
         if batch and batch[0].job is not None:

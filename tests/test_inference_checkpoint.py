@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -63,20 +64,27 @@ def test_corrupt_weights_are_refused_naming_the_file(ckpt):
         load_checkpoint(folder, sup)
 
 
-def test_truncated_weights_without_a_hash_are_refused(ckpt):
+def test_truncated_weights_are_refused_and_a_hash_is_required(ckpt):
     folder, _, sup = ckpt
     meta = json.loads((folder / "model.json").read_text())
-    meta["weights"].pop("sha256")
-    (folder / "model.json").write_text(json.dumps(meta))
     path = folder / "model.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
+    meta["weights"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()  # the hash matches: parsing fails
+    (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(folder, sup)
+    meta["weights"].pop("sha256")  # without the hash nothing pins the weights: refused
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"model\.json: weights\.sha256 must be"):
         load_checkpoint(folder, sup)
 
 
 def test_missing_or_broken_json_is_refused(ckpt, tmp_path):
-    with pytest.raises(CheckpointError, match="model.json: not found"):
+    with pytest.raises(CheckpointError, match="nowhere: checkpoint folder not found"):
         load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="model.json: not found"):
+        load_checkpoint(tmp_path / "empty")
     folder, _, _ = ckpt
     (folder / "model.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="model.json: not a readable"):
@@ -118,7 +126,7 @@ def test_predictor_returns_detections_in_each_images_pixels(ckpt):
 
 def test_multi_group_layouts_merge_into_node_detections(tmp_path):
     sup = default_super_taxonomy()
-    groups = [Group("A", ("person",)), Group("B", ("person", "car"))]
+    groups = [Group("A", ("person",)), Group("B", ("car", "person"))]  # nodes in super-taxonomy order
     model = build_detector("heads", "tf_efficientdet_lite0", groups, 128)
     save_checkpoint(tmp_path / "h", model, _meta(sup, "heads", groups))
     dets = Predictor.from_checkpoint(tmp_path / "h", min_score=0.005).predict([np.zeros((64, 64, 3), np.uint8)])[0]

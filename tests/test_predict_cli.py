@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -52,12 +50,14 @@ def test_predict_without_model_is_a_clear_error(tmp_path, capsys):
     assert "no model registered" in capsys.readouterr().err
 
 
-def test_predict_with_a_corrupt_model_names_it(tmp_path, tiny_checkpoint, capsys):
+def test_predict_with_a_corrupt_model_names_it_and_never_registers_it(tmp_path, tiny_checkpoint, capsys):
     from projects.demo import build_demo
 
     build_demo(tmp_path / "ws", n_images=3, seed=2).close()
-    meta = json.loads((tiny_checkpoint / "model.json").read_text())
     (tiny_checkpoint / "model.safetensors").write_bytes(b"\x00" * 100)
     code = main(["predict", str(tmp_path / "ws"), "--project", "A", "--model", str(tiny_checkpoint)])
     err = capsys.readouterr().err
-    assert code == 2 and meta["version"] in err and "could not be loaded" in err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{tiny_checkpoint / 'model.safetensors'}: corrupt weights" in err
+    with Workspace.open(tmp_path / "ws") as ws:
+        assert ws.models(include_removed=True) == []  # refused before registering: later sessions are unaffected

@@ -1,7 +1,13 @@
-"""`labeler predict`: fill the predictions table for a project, in batches, with progress."""
+"""`labeler predict`: fill the predictions table for a project, in batches, with progress.
+
+An image that cannot be predicted (unreadable, or the model fails on it) is listed on stderr with the
+reason and the run goes on; it ends with the count of failed images. Exit status 0 when at least one
+image was predicted (like `images add`, which skips corrupt files), 2 with one line when none was.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -44,7 +50,10 @@ def predict(args) -> int:
     if run.service.predictor is None:
         raise CommandError(run.reason())
     errors, svc = run.errors, run.service
-    for e in errors:
-        print(f"skipped: {e}")
-    print(f"predicted {svc.forward_passes} images with {svc.model_version}; {len(errors)} failed")
-    return 0 if len(errors) < len(todo) else 2
+    for e in errors:  # one line per image: which one and why; the others were predicted
+        print(f"not predicted: {e}", file=sys.stderr)
+    print(f"predicted {len(todo) - len(errors)} images with {svc.model_version}; {len(errors)} failed"
+          + (" (listed above; the next run retries them)" if errors else ""))
+    if errors and len(errors) == len(todo):
+        raise CommandError(f"none of the {len(todo)} images could be predicted (listed above)")
+    return 0
