@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from projects.formats import FormatError, export_project, import_annotations
+from projects.formats import FormatError, ImportOptions, TransferError, export_project, import_annotations
 from projects.imaging import write_image
 from projects.taxonomy import CustomerTaxonomy, Label
 from projects.workspace import Workspace
@@ -246,3 +246,102 @@ def test_cvat_subset_that_is_a_path_is_refused(tmp_path, target, subset):
                                           r"folder name"):
         import_annotations(target, "T", "cvat", root)
     assert target.image_ids("T") == []
+
+
+# --- YOLO folders as people hand them over --------------------------------------------------------
+def test_yolo_labels_folder_with_a_readme_and_classes_one_folder_up(tmp_path, target):
+    """dataset/classes.txt, dataset/images/*.jpg, dataset/labels/*.txt + README.txt; the labels folder is given."""
+    root = tmp_path / "dataset"
+    img(root / "images" / "a.jpg", 200, 100)
+    img(root / "images" / "b.jpg", 200, 100, value=99)
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.1 0.1\n")
+    (root / "labels" / "b.txt").write_text("")
+    (root / "labels" / "README.txt").write_text("Exported with labelImg 1.8.6.\nClasses: see ../classes.txt\n")
+    (root / "classes.txt").write_text("person\ncar\n")
+    rep = import_annotations(target, "T", "yolo", root / "labels")
+    assert boxes(target) == [("a.jpg", "car", 80, 30, 120, 70), ("a.jpg", "person", 10, 5, 30, 15)]
+    assert len(target.image_ids("T")) == 2  # b.jpg: an empty label file, an image without objects
+    assert rep.counts["text files that are neither label files nor named like an image, skipped"] == 1
+    assert rep.counts["class names read from the folder above the labels"] == 1
+
+
+def test_yolo_readme_beside_the_images_and_a_real_orphan_label_file(tmp_path, target):
+    root = tmp_path / "darknet"
+    img(root / "a.jpg", 100, 100)
+    (root / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "README.txt").write_text("This dataset was exported from Roboflow.\n")
+    (root / "gone.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # a label file whose image is missing: still reported
+    (root / "obj.names").write_text("car\n")
+    with pytest.raises(TransferError, match=r"(?s)1 images named in the annotations cannot be found.*gone\.txt"):
+        import_annotations(target, "T", "yolo", root)
+    rep = import_annotations(target, "T", "yolo", root, ImportOptions(skip_missing=True))
+    assert boxes(target) == [("a.jpg", "car", 40, 40, 60, 60)]
+    assert rep.counts["images not found, skipped with their boxes"] == 1
+    assert rep.counts["text files that are neither label files nor named like an image, skipped"] == 1
+
+
+# --- labels come with their boxes ------------------------------------------------------------------
+def test_skip_missing_with_nothing_found_creates_no_labels(tmp_path, target, capsys):
+    from labeler.cli import main
+
+    (tmp_path / "voc" / "Annotations").mkdir(parents=True)
+    (tmp_path / "voc" / "Annotations" / "a.xml").write_text(
+        "<annotation><folder>JPEGImages</folder><filename>a.jpg</filename><size><width>100</width><height>50"
+        "</height><depth>3</depth></size><object><name>zebra</name><pose>Unspecified</pose><truncated>0"
+        "</truncated><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+        "</bndbox></object></annotation>")
+    before = [lab["name"] for lab in target.labels("T")]
+    folder = target.folder
+    target.close()
+    rc = main(["import", str(folder), "--project", "T", "--format", "voc", str(tmp_path / "voc"), "--add-labels",
+               "--skip-missing"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "imported 0 boxes" in out
+    assert "labels not created (no box that uses them was imported): 1" in err and "added labels" not in out + err
+    with Workspace.open(folder) as ws:
+        assert [lab["name"] for lab in ws.labels("T")] == before
+
+
+def test_labels_whose_boxes_were_all_skipped_are_not_created_but_listed_ones_are(tmp_path, target):
+    """A CVAT task: 'truck' is listed in <meta> but unused, 'bus' only boxes an image that is missing."""
+    root = tmp_path / "task"
+    img(root / "images" / "a.jpg")
+    (root / "annotations.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?><annotations><version>1.1</version><meta><task><id>1</id>'
+        '<name>t</name><size>2</size><mode>annotation</mode><labels>'
+        + "".join(f"<label><name>{n}</name><color>#fa3253</color><type>rectangle</type><attributes></attributes>"
+                  f"</label>" for n in ("car", "truck", "bus"))
+        + '</labels></task><dumped>2024-05-02 10:05:00.000000+00:00</dumped></meta>'
+        '<image id="0" name="a.jpg" width="100" height="50">' + box("car", 1, 1, 20, 20) + '</image>'
+        '<image id="1" name="gone.jpg" width="100" height="50">' + box("bus", 1, 1, 20, 20) + '</image>'
+        '</annotations>')
+    rep = import_annotations(target, "T", "cvat", root, ImportOptions(add_labels=True, skip_missing=True))
+    assert [lab["name"] for lab in target.labels("T")] == ["car", "person", "truck"]
+    assert rep.labels_added == ["truck"]
+    assert rep.examples["labels not created (no box that uses them was imported)"] == ["bus"]
+
+
+# --- label order survives an export and a re-import -------------------------------------------------
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "cvat", "voc", "labelstudio", "labelme"])
+def test_reimporting_an_export_keeps_the_label_order(tmp_path, fmt):
+    """Labels in an order that is neither alphabetical nor the order boxes first use them, one unused:
+    the YOLO class ids of the next export are the same as those of a direct export."""
+    src = Workspace.create(tmp_path / "src")
+    src.add_project("P", CustomerTaxonomy([Label("Zebra", "bus"), Label("Apple", "car"), Label("Mango", "truck"),
+                                           Label("Kiwi", "person")], name="P"))
+    add_labeled(src, "P", img(tmp_path / "pics" / "a.jpg"), ("Mango", 1, 1, 10, 10), ("Apple", 20, 1, 30, 10))
+    add_labeled(src, "P", img(tmp_path / "pics" / "b.jpg", value=50), ("Zebra", 5, 5, 25, 25))
+    export_project(src, "P", fmt, tmp_path / "export")
+    export_project(src, "P", "yolo", tmp_path / "yolo-direct")
+
+    dst = Workspace.create(tmp_path / "dst")
+    dst.add_project("P", CustomerTaxonomy([], name="P"))
+    import_annotations(dst, "P", fmt, tmp_path / "export", ImportOptions(add_labels=True))
+    export_project(dst, "P", "yolo", tmp_path / "yolo-again")
+    assert [lab["name"] for lab in dst.labels("P")] == ["Zebra", "Apple", "Mango", "Kiwi"]
+    classes = [(tmp_path / out / "classes.txt").read_text() for out in ("yolo-direct", "yolo-again")]
+    assert classes[0] == classes[1] == "Zebra\nApple\nMango\nKiwi\n"
+    direct = sorted(p.read_text() for p in (tmp_path / "yolo-direct" / "labels").rglob("*.txt"))
+    again = sorted(p.read_text() for p in (tmp_path / "yolo-again" / "labels").rglob("*.txt"))
+    assert again == direct  # same class ids on every line

@@ -196,6 +196,8 @@ def _plan(ws: Workspace, project: str, ds: Dataset, opts: ImportOptions, report:
     idx = idx[_repeated_on_merged(idx, box_img, box_entry, box_label, boxes, targets, entry_image, ds, report)]
     if exists:
         idx = idx[_not_yet_there(ws, project, rows, box_img, box_label, boxes, idx, targets, ds, report)]
+    if exists:  # (a project created from an archive gets the archive's whole taxonomy)
+        new_labels = _labels_with_boxes(new_labels, targets, ds, box_label[idx], report)
     extras = [ds.box_extra[k] for k in idx] if ds.box_extra is not None else None
     return _Plan(project, exists, new_labels, targets, rows, staged, box_img[idx], box_label[idx], boxes[idx],
                  extras, ds.taxonomy)
@@ -255,6 +257,29 @@ def _match_labels(ws: Workspace, project: str | None, ds: Dataset, opts: ImportO
                             f"Project labels: {known}. Map them with --map FILE or create them with --add-labels.")
     report.labels_added = [lab.name for lab in new.values()] if not creating else []
     return targets, list(new.values())
+
+
+def _labels_with_boxes(new_labels: list[Label], targets: list[str | None], ds: Dataset, imported: np.ndarray,
+                       report: ImportReport) -> list[Label]:
+    """The labels to create: an import is all or nothing, so a label comes with the boxes that use it.
+
+    A label some imported box uses is created; one the file only lists (CVAT <meta>, COCO categories,
+    YOLO names: unused classes keep their place, so class ids survive a round trip) comes along when
+    any box is imported. A label whose boxes were all skipped (missing images, bad boxes) is not
+    created: with --skip-missing and nothing found, the project is left exactly as it was.
+    """
+    if not new_labels:
+        return new_labels
+    in_file = np.bincount(np.frombuffer(ds.box_label, dtype=np.int64), minlength=len(ds.labels)) if len(ds) else \
+        np.zeros(len(ds.labels), dtype=np.int64)
+    used = {targets[i] for i in np.unique(imported).tolist()}
+    listed_only = {targets[i] for i in range(len(ds.labels)) if not in_file[i]}
+    keep = [lab for lab in new_labels if lab.name in used or (len(imported) and lab.name in listed_only)]
+    for lab in new_labels:
+        if lab not in keep:
+            report.issue("labels not created (no box that uses them was imported)", lab.name)
+    report.labels_added = [lab.name for lab in keep]
+    return keep
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -533,7 +558,8 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
                     ws.ensure_node(lab.node)
                     ws.add_label(plan.project, lab.name, lab.node, lab.color or None)
             label_ids = {lab["name"]: lab["id"] for lab in ws.labels(plan.project)}
-            lid = np.array([label_ids[t] if t is not None else -1 for t in plan.label_targets], dtype=np.int64)
+            # (-1: dropped by the mapping, or a label not created because none of its boxes is imported)
+            lid = np.array([label_ids.get(t, -1) if t is not None else -1 for t in plan.label_targets], dtype=np.int64)
             models = {m["version"]: m["id"] for m in ws.models(include_removed=True)}
             for pair in plan.staged:
                 if pair is not None and not pair[1].exists():

@@ -10,7 +10,8 @@ whose image is not on disk but that embeds it (`imageData`, base64, line-wrapped
 written into the workspace, named after `imagePath` (or the JSON when it names none) with the suffix of
 its real format. Files without a `version` field (older labelme) read the same. Write: `OUT/<stem>.json`
 beside `OUT/<image>`, as labelme saves them (`imageData` null, `imagePath` the file name, rectangles as
-two corners, which labelme reads and X-AnyLabeling converts to its four on load).
+two corners, which labelme reads and X-AnyLabeling converts to its four on load), and `OUT/labels.txt`,
+the label list both tools take with `--labels`; read back when present, it keeps the label order.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from projects.formats.common import (
     number,
     polygon_box,
     read_json,
+    read_text,
 )
 from projects.formats.registry import Format, ReadContext, register
 
 LABELME_VERSION = "5.5.0"
+LABELS = "labels.txt"
 
 
 @register
@@ -49,6 +52,11 @@ class Labelme(Format):
         if not files:
             raise FormatError(path, "", "no labelme .json files here")
         ds = Dataset(path)
+        labels = (path.parent if path.is_file() else path) / LABELS
+        if labels.is_file():  # `labelme --labels labels.txt`: the declared order is the label order
+            for line in read_text(labels).splitlines():
+                if line.strip() and line.strip() not in ("__ignore__", "_background_"):
+                    ds.label_index(line.strip())
         guard = PathGuard()
         for f in files:
             read_labelme_file(ds, f, read_json(f), ctx, guard)
@@ -67,6 +75,9 @@ class Labelme(Format):
                                                                     encoding="utf-8")
             if data.copy_images:
                 copy_image(im.path, out / im.name)
+        # the label list labelme and X-AnyLabeling take with --labels; it keeps the label order on re-import
+        (out / LABELS).write_text("".join(lab.name + "\n" for lab in data.labels), encoding="utf-8")
+
 
 
 def read_labelme_file(ds: Dataset, f: Path, doc: Any, ctx: ReadContext, guard: PathGuard) -> None:

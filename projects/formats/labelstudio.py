@@ -7,7 +7,8 @@ reported. `rectanglelabels` results (or a `rectangle` plus a `labels` result sha
 rotated rectangles (Label Studio rotates about the top-left corner) and polygons become their bounding
 box, counted. Image URLs such as `/data/upload/3/8f2a-img.jpg` are looked up by their file name under
 --images or the JSON's folder. Write: `OUT/result.json` in the same shape, images in `OUT/images/`, and a
-`labeling_config.xml` for a Label Studio project with these labels.
+`labeling_config.xml` for a Label Studio project with these labels; a `labeling_config.xml` beside the
+JSON on import gives the label order (so class ids survive a round trip).
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ from urllib.parse import unquote, urlparse
 from xml.sax.saxutils import quoteattr
 
 from projects.errors import shorten
-from projects.formats.common import Dataset, ExportData, FormatError, ImageEntry, copy_image, number, read_json
+from projects.formats.common import (
+    Dataset,
+    ExportData,
+    FormatError,
+    ImageEntry,
+    copy_image,
+    number,
+    parse_xml,
+    read_json,
+)
 from projects.formats.registry import Format, ReadContext, register
 
 RESULT = "result.json"
+CONFIG = "labeling_config.xml"
 
 
 @register
@@ -36,7 +47,7 @@ class LabelStudio(Format):
         file = path / RESULT if path.is_dir() else path
         if not file.is_file():
             raise FormatError(path, "", f"no {RESULT} in this folder")
-        return parse_labelstudio(read_json(file), file)
+        return parse_labelstudio(read_json(file), file, config_labels(file.parent / CONFIG))
 
     def write(self, data: ExportData, out: Path) -> None:
         write_labelstudio(data, out)
@@ -82,12 +93,23 @@ def _pick_annotation(task: dict, f: Path, where: str, ds: Dataset) -> tuple[int,
     return max(live, key=lambda ja: (str(ja[1].get("updated_at") or ja[1].get("created_at") or ""), ja[0]))
 
 
-def parse_labelstudio(data: Any, f: Path) -> Dataset:
+def config_labels(config: Path) -> list[str]:
+    """The `<Label value>`s of a Label Studio labeling config beside the export, in order (none if absent)."""
+    if not config.is_file():
+        return []
+    root = parse_xml(config)
+    names = [el.get("value", "").strip() for el in root.iter("Label")]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def parse_labelstudio(data: Any, f: Path, labels: list[str] | None = None) -> Dataset:
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
         raise FormatError(f, "$", "expected a list of Label Studio tasks")
     ds = Dataset(f)
+    for name in labels or []:  # the labeling config's order is the label order
+        ds.label_index(name)
     roots = (f.parent, f.parent / "images")
     for i, task in enumerate(data):
         where = f"$[{i}]"
@@ -194,6 +216,6 @@ def write_labelstudio(data: ExportData, out: Path) -> None:
     (out / RESULT).write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
     labels = "".join(f"    <Label value={quoteattr(lab.name)} background={quoteattr(lab.color or '#e6194b')}/>\n"
                      for lab in data.labels)
-    (out / "labeling_config.xml").write_text(
+    (out / CONFIG).write_text(
         '<View>\n  <Image name="image" value="$image"/>\n  <RectangleLabels name="label" toName="image">\n'
         f"{labels}  </RectangleLabels>\n</View>\n", encoding="utf-8")

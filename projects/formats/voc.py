@@ -4,7 +4,8 @@ Read: float corners are accepted (labelImg and CVAT write them), `<size>` of 0 m
 `<path>` (an absolute path on the author's machine) is ignored in favour of `<filename>`. Corners are
 taken as pixel edges, as labelImg, CVAT and the BCCD data write them (`xmax` = width at the right edge),
 with no 1-based shift. Write: `OUT/Annotations/<stem>.xml`, images in `OUT/JPEGImages/`, and the image
-list in `OUT/ImageSets/Main/default.txt`; corners rounded to whole pixels as VOC expects.
+list in `OUT/ImageSets/Main/default.txt`; corners rounded to whole pixels as VOC expects. The label
+order travels in `labelmap.txt` (as CVAT and Datumaro write it), read back when present.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from projects.formats.common import (
     integer,
     number,
     parse_xml,
+    read_text,
     text_of,
 )
 from projects.formats.registry import Format, ReadContext, register
+
+LABELMAP = "labelmap.txt"
 
 
 @register
@@ -42,6 +46,10 @@ class Voc(Format):
                 raise FormatError(path, "", "no VOC .xml files here (nor in Annotations/)")
             roots_for = lambda f: tuple(dict.fromkeys((f.parent, path / "JPEGImages", path / "images", path)))
         ds = Dataset(path)
+        labelmap = (path.parent.parent if path.is_file() else path) / LABELMAP
+        if labelmap.is_file():
+            for name in read_labelmap(labelmap):  # the declared order is the label order
+                ds.label_index(name)
         for f in files:
             read_voc_file(ds, f, roots_for(f))
         return ds
@@ -60,6 +68,35 @@ class Voc(Format):
             if data.copy_images:
                 copy_image(im.path, img_dir / im.name)
         (sets / "default.txt").write_text("".join(s + "\n" for s in stems), encoding="utf-8")
+        write_labelmap(data, out / LABELMAP)
+
+
+def read_labelmap(f: Path) -> list[str]:
+    """Label names in order from a Datumaro/CVAT `labelmap.txt` (`name:r,g,b:parts:actions` per line);
+    VOC's segmentation `background` is not a detection label."""
+    names = []
+    for line in read_text(f).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name = line.split(":", 1)[0].strip()
+        if name and name != "background" and name not in names:
+            names.append(name)
+    return names
+
+
+def write_labelmap(data: ExportData, f: Path) -> None:
+    """`labelmap.txt` as CVAT's and Datumaro's VOC exports write it: label order and colours survive."""
+    lines = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
+    for lab in data.labels:
+        c = (lab.color or "").lstrip("#")
+        rgb = ",".join(str(int(c[k:k + 2], 16)) for k in (0, 2, 4)) if len(c) == 6 and _hex(c) else ""
+        lines.append(f"{lab.name}:{rgb}::")
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _hex(s: str) -> bool:
+    return all(ch in "0123456789abcdefABCDEF" for ch in s)
 
 
 def read_voc_file(ds: Dataset, f: Path, roots: tuple[Path, ...]) -> None:

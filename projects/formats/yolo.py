@@ -4,8 +4,11 @@ Two layouts are read:
 - Ultralytics: a `data.yaml` with `names` (a list, or a dict {0: name}) and `train`/`val`/`test`
   (folders or lists of image paths, relative to the yaml's folder or its `path`), labels found by
   swapping the last `images` folder for `labels`, as Ultralytics does;
-- darknet (labelImg, CVAT "YOLO 1.1"): `classes.txt` or `obj.names`, label files next to the images
-  (or in a `labels` folder beside `images`).
+- darknet (labelImg, CVAT "YOLO 1.1"): `classes.txt` or `obj.names` (in the folder, below it, or one
+  folder up when a `labels` folder is given on its own), label files next to the images (or in a
+  `labels` folder beside `images`). A `.txt` that is neither named like an image nor made of label lines
+  (a README) is skipped and counted.
+Class names are the label order, used or not, so class ids stay the same through an import and export.
 Segmentation lines (`class x1 y1 x2 y2 ...`) become their bounding box, counted in the report. An image
 without a label file is an image without objects. Writing produces the Ultralytics layout split by the
 workspace's stable split (images/train, labels/train, ...), `data.yaml` with names as a dict, and
@@ -166,6 +169,8 @@ def read_ultralytics(f: Path, images_dir: Path | None) -> Dataset:
     guard = PathGuard()
     base = f.parent
     ds = Dataset(f)
+    for name in names:  # the yaml's class order is the label order (ids stay the same on the next export)
+        ds.label_index(name)
     root = base
     if isinstance(data.get("path"), str) and data["path"].strip() not in ("", "."):
         try:
@@ -219,15 +224,26 @@ def _split_images(target: Path, root: Path, guard: PathGuard, f: Path, where: st
 # --- darknet -------------------------------------------------------------------------------------
 def read_darknet(folder: Path, images_dir: Path | None) -> Dataset:
     names_file = next((folder / n for n in NAME_FILES if (folder / n).is_file()), None)
+    above = False
     if names_file is None:
         found = [p for n in NAME_FILES for p in folder.rglob(n)]
+        if not found:  # a labels/ folder given on its own: its classes.txt is often one folder up
+            found = [folder.parent / n for n in NAME_FILES if (folder.parent / n).is_file()][:1]
+            above = bool(found)
         if len(found) != 1:
-            raise FormatError(folder, "", "no data.yaml, classes.txt or obj.names here: YOLO class names are needed "
-                                          "to know what class 0, 1, ... mean")
+            raise FormatError(folder, "", "no data.yaml, classes.txt or obj.names here or one folder up: YOLO class "
+                                          "names are needed to know what class 0, 1, ... mean")
         names_file = found[0]
     names = names_from_file(names_file)
     ds = Dataset(folder)
+    for name in names:  # the file's class order is the label order (ids stay the same on the next export)
+        ds.label_index(name)
+    if above:
+        ds.note("class names read from the folder above the labels", str(names_file))
     image_root = images_dir or folder
+    if images_dir is None and folder.name == "labels" and (folder.parent / "images").is_dir() \
+            and not _images_under(folder):
+        image_root = folder.parent / "images"  # labels/ given: its images are in the sibling images/
     images = _images_under(image_root, ds)
     by_stem: dict[tuple[str, str], Path] = {}
     for image in images:
@@ -243,6 +259,9 @@ def read_darknet(folder: Path, images_dir: Path | None) -> Dataset:
         if image is None and images_dir is not None:
             rel = label.relative_to(folder).with_suffix("")
             image = by_stem.get((str((images_dir / rel).parent), rel.name))
+        if image is None and not _looks_like_labels(label):  # README.txt, notes.txt: not a label file
+            ds.note("text files that are neither label files nor named like an image, skipped", str(label))
+            continue
         if image is None:  # the importer reports it missing (or finds it under --images by name)
             rel = label.relative_to(folder).with_suffix("").as_posix()
             img = ds.add_image(ImageEntry(PurePosixPath(rel).name, str(label), "(label file without an image)",
@@ -257,6 +276,25 @@ def read_darknet(folder: Path, images_dir: Path | None) -> Dataset:
     if not ds.images:
         raise FormatError(folder, "", "no images and no label files found")
     return ds
+
+
+def _looks_like_labels(f: Path) -> bool:
+    """Every non-empty line is numbers, at least `class cx cy w h`: a label file, even with its image missing."""
+    try:
+        lines = read_text(f).splitlines()
+    except FormatError:
+        return False
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            [float(v) for v in parts]
+        except ValueError:
+            return False
+        if len(parts) < 5:
+            return False
+    return True
 
 
 def _swap(p: Path, old: str, new: str) -> list[Path]:
