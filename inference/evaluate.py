@@ -22,23 +22,28 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from projects.errors import LabelerError
+from projects.errors import LabelerError, shorten
 from projects.imaging import read_image
 from projects.split import split_of
 from projects.taxonomy import SuperTaxonomy
 from projects.workspace import Workspace
 
 DEFAULT_SCORE = 0.3
+# pycocotools' 12 summary figures (COCOeval.stats, in its order), by the names detectron2 and papers use:
+# AP over IoU .50:.95 / at .50 / at .75 / on small, medium, large objects; AR with at most 1, 10, 100
+# detections per image, and AR (100 detections) on small, medium, large objects.
+COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 class EvalError(LabelerError, ValueError):
@@ -56,10 +61,11 @@ class EvalResult:
     gt_boxes: int
     per_project: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds_per_image: float | None = None
+    coco: dict[str, float | None] = field(default_factory=dict)  # COCO_STATS -> figure (None: nothing to score)
 
     def summary(self) -> dict[str, Any]:
         out = {"mAP50": self.map50, "mAP": self.map, "recall": self.recall, "score_threshold": self.score_threshold,
-               "images": self.images, "gt_boxes": self.gt_boxes, "per_node": self.per_category}
+               "images": self.images, "gt_boxes": self.gt_boxes, "coco": self.coco, "per_node": self.per_category}
         if self.per_project:
             out["per_project"] = self.per_project
         if self.seconds_per_image is not None:
@@ -151,15 +157,78 @@ def coco_evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], score_threshol
     n_gt = sum(total.values())
     return EvalResult(map50=float(E.stats[1]), map=float(E.stats[0]),
                       recall=sum(found.values()) / n_gt if n_gt else float("nan"), score_threshold=score_threshold,
-                      per_category=per, images=len(gt["images"]), gt_boxes=n_gt)
+                      per_category=per, images=len(gt["images"]), gt_boxes=n_gt,
+                      coco={k: float(v) if v > -1 else None for k, v in zip(COCO_STATS, E.stats)})
 
 
 def evaluate_files(gt_path: str | Path, dets_path: str | Path, score_threshold: float = DEFAULT_SCORE) -> EvalResult:
+    """`dets_path` is a COCO results list, or a COCO dataset file whose annotations carry scores (what
+    detection tools and our own converters write); the latter is matched to the ground truth by file name
+    and category name."""
     gt = _read_json(gt_path)
     dets = _read_json(dets_path)
     _check_gt(gt, str(gt_path))
+    if isinstance(dets, dict):
+        dets = dataset_detections(dets, gt, str(dets_path))
     return coco_evaluate(gt, _check_dets(dets, {im["id"] for im in gt["images"]}, str(dets_path)), score_threshold,
                          where=str(gt_path))
+
+
+def dataset_detections(data: dict[str, Any], gt: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """A COCO dataset file of detections as a results list in the ground truth's image and category ids.
+
+    Its images are matched to the ground truth's by `file_name` (then by the bare file name) when both
+    name their files, else by id; its categories by name when both name them, else by id. Every
+    annotation must carry a `score`: without one it is ground truth, not a detection.
+    """
+    anns = data.get("annotations")
+    if not isinstance(anns, list):
+        raise EvalError(f"{where}: a detections file is a COCO results list, or a COCO dataset with an "
+                        f"'annotations' list whose entries carry a score")
+    maps = {"image_id": _by_name(data.get("images"), gt["images"], "file_name"),
+            "category_id": _by_name(data.get("categories"), gt["categories"], "name")}
+    out = []
+    for i, a in enumerate(anns):
+        if not isinstance(a, dict) or not {"image_id", "category_id", "bbox"} <= set(a):
+            raise EvalError(f"{where}: annotations[{i}] needs image_id, category_id and bbox")
+        score = a.get("score")
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise EvalError(f"{where}: annotations[{i}] has no score: a dataset file of detections needs a "
+                            f"'score' on every annotation")
+        det = {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": float(score)}
+        for key, named in maps.items():
+            if named is None:  # not named on both sides: ids are taken as they are
+                continue
+            mapping, names = named
+            value = det[key]
+            if value not in mapping:
+                what = "image" if key == "image_id" else "category"
+                why = (f"{what} {shorten(names[value])} is not in the ground truth" if value in names else
+                       f"its {what} list has no id {shorten(value)}")
+                raise EvalError(f"{where}: annotations[{i}].{key}: {why}")
+            det[key] = mapping[value]
+        out.append(det)
+    return out
+
+
+def _by_name(items: Any, gt_items: list, key: str) -> tuple[dict[Any, Any], dict[Any, str]] | None:
+    """(detection-file id -> ground-truth id for the entries whose `key` (file_name, name) the ground truth
+    has, detection-file id -> name); None when either side does not name all its entries."""
+    if not isinstance(items, list) or not all(isinstance(d, dict) and isinstance(d.get(key), str) and "id" in d
+                                              for d in [*items, *gt_items]):
+        return None
+    exact = {d[key]: d["id"] for d in gt_items}
+    bare: dict[str, list] = {}
+    if key == "file_name":
+        for d in gt_items:
+            bare.setdefault(PurePosixPath(d[key].replace("\\", "/")).name, []).append(d["id"])
+    mapping, names = {}, {}
+    for d in items:
+        names[d["id"]] = d[key]
+        same = [exact[d[key]]] if d[key] in exact else bare.get(PurePosixPath(d[key].replace("\\", "/")).name, [])
+        if len(same) == 1:
+            mapping[d["id"]] = same[0]
+    return mapping, names
 
 
 def _read_json(path: str | Path) -> Any:
@@ -292,12 +361,20 @@ def evaluate_ground_truth(ws: Workspace, predictor, truth: str | Path | dict[str
             rows.append((image_id, ws.image_path(row["path"])))
             project_of[image_id] = p
             b.image(image_id, int(row["width"]), int(row["height"]))
-            for i, o in enumerate(data["images"][row["path"]]):
-                if not isinstance(o, dict) or o.get("node") not in sup:
-                    raise EvalError(f"{where}: {row['path']} object {i}: unknown node {o!r}")
+            objects = data["images"][row["path"]]
+            if not isinstance(objects, list):
+                raise EvalError(f"{where}: {row['path']}: expected a list of objects, got {shorten(objects)}")
+            for i, o in enumerate(objects):
+                if not isinstance(o, dict) or not isinstance(o.get("node"), str) or o["node"] not in sup:
+                    raise EvalError(f"{where}: {row['path']} object {i}: unknown node {shorten(o)}")
+                box = o.get(box_key, o.get("box"))
+                if not (isinstance(box, list | tuple) and len(box) == 4 and all(
+                        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
+                    raise EvalError(f"{where}: {row['path']} object {i}: {box_key} must be four numbers "
+                                    f"x1, y1, x2, y2, got {shorten(box)}")
                 for n in sup.positives(o["node"]):
                     if n in node_set:
-                        b.gt(image_id, n, o.get(box_key, o["box"]))
+                        b.gt(image_id, n, box)
     if not rows:
         raise EvalError(f"{where}: no image of the {split!r} split of {ws.folder} has ground truth here")
     dets, spi = _predict_all(predictor, [r[1] for r in rows])

@@ -172,9 +172,9 @@ def test_a_broken_model_leaves_the_app_usable(qtbot, demo_ws, tmp_path, monkeypa
     monkeypatch.setenv("LABELER_SETTINGS", str(tmp_path / "settings.ini"))
     folder = copy_workspace(demo_ws, tmp_path / "ws")
     shutil.copytree(MODEL, folder / "models" / "broken")
-    (folder / "models" / "broken" / "model.safetensors").write_bytes(b"\x00" * 64)
     with Workspace.open(folder) as ws:
-        register_checkpoint(ws, folder / "models" / "broken")
+        register_checkpoint(ws, folder / "models" / "broken")  # verified, then its weights break on disk
+    (folder / "models" / "broken" / "model.safetensors").write_bytes(b"\x00" * 64)
     w = open_window(qtbot, folder, "B")
     qtbot.waitUntil(lambda: "could not be loaded" in w.prelabels.status.text(), timeout=60000)
     image_id = w.session.image["id"]
