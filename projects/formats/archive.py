@@ -13,8 +13,10 @@ entries the manifest names are extracted, each checked against its SHA-256.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
 import stat
 import zipfile
@@ -24,7 +26,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from projects.errors import shorten
-from projects.formats.common import Dataset, ExportData, FormatError, ImageEntry, PathGuard, TransferError
+from projects.formats.common import (
+    MAX_INTEGER,
+    Dataset,
+    ExportData,
+    FormatError,
+    ImageEntry,
+    PathGuard,
+    TransferError,
+    number,
+)
 from projects.formats.registry import Format, ReadContext, register
 from projects.schema import PROVENANCES, STATUSES
 
@@ -40,7 +51,7 @@ class Limits:
     max_entries: int = 2_000_000
     max_total_bytes: int = 64 << 30  # uncompressed, all entries
     max_manifest_bytes: int = 4 << 30
-    max_ratio: float = 200.0  # uncompressed / compressed, for entries over 1 MiB
+    max_ratio: float = 200.0  # uncompressed / compressed, for every entry (so for the whole archive too)
 
 
 LIMITS = Limits()
@@ -95,32 +106,44 @@ def write_archive(data: ExportData, out: Path) -> None:
 # --- reading -------------------------------------------------------------------------------------
 def read_archive(path: Path, staging: Path, limits: Limits = LIMITS) -> Dataset:
     try:
-        z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise FormatError(path, "", f"not a readable zip archive ({e})") from e
-    with z:
-        infos = _checked_entries(z, path, limits)
-        if MANIFEST not in infos:
-            raise FormatError(path, "", f"no {MANIFEST}: not a Labeler project archive")
-        raw = _read_entry(z, infos[MANIFEST], path, limits.max_manifest_bytes, limits)
+        f = _open_regular(path)
+    except OSError as e:
+        raise FormatError(path, "", f"cannot read ({e.strerror or e})") from e
+    with f:
         try:
-            manifest = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise FormatError(f"{path}!{MANIFEST}", "", f"not valid JSON ({e})") from e
-        ds = _parse_manifest(manifest, f"{path}!{MANIFEST}")
-        staging.mkdir(parents=True, exist_ok=True)
-        guard = PathGuard()
-        for k, entry in enumerate(ds.images):
-            where = f"$.images[{k}].file"
-            info = infos.get(entry.name)
-            if info is None:
-                raise FormatError(f"{path}!{MANIFEST}", where, f"{shorten(entry.name)} is not in the archive")
-            target = guard.join(staging, entry.name, path, where)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            digest = _extract(z, info, target, path, limits)
-            if digest != entry.extra["sha256"]:
-                raise FormatError(path, entry.name, "content does not match the sha256 in the manifest (corrupt)")
-            entry.path = target
+            z = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise FormatError(path, "", f"not a readable zip archive ({e})") from e
+        with z:
+            return _read_entries(z, path, staging, limits)
+
+
+def _read_entries(z: zipfile.ZipFile, path: Path, staging: Path, limits: Limits) -> Dataset:
+    infos = _checked_entries(z, path, limits)
+    if MANIFEST not in infos:
+        raise FormatError(path, "", f"no {MANIFEST}: not a Labeler project archive")
+    raw = _read_entry(z, infos[MANIFEST], path, limits.max_manifest_bytes, limits)
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise FormatError(f"{path}!{MANIFEST}", "", f"not valid JSON ({e})") from e
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise FormatError(f"{path}!{MANIFEST}", "", f"not valid JSON ({str(e).split(':')[0][:120]})") from e
+    ds = _parse_manifest(manifest, f"{path}!{MANIFEST}")
+    staging.mkdir(parents=True, exist_ok=True)
+    guard = PathGuard()
+    left = [limits.max_total_bytes - infos[MANIFEST].file_size]  # bytes still allowed out, counted as written
+    for k, entry in enumerate(ds.images):
+        where = f"$.images[{k}].file"
+        info = infos.get(entry.name)
+        if info is None:
+            raise FormatError(f"{path}!{MANIFEST}", where, f"{shorten(entry.name)} is not in the archive")
+        target = guard.join(staging, entry.name, path, where)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = _extract(z, info, target, path, left)
+        if digest != entry.extra["sha256"]:
+            raise FormatError(path, entry.name, "content does not match the sha256 in the manifest (corrupt)")
+        entry.path = target
     return ds
 
 
@@ -143,7 +166,7 @@ def _checked_entries(z: zipfile.ZipFile, path: Path, limits: Limits) -> dict[str
         total += info.file_size
         if total > limits.max_total_bytes:
             raise FormatError(path, name, f"uncompressed size over the limit of {limits.max_total_bytes} bytes")
-        if info.file_size > 1 << 20 and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        if info.file_size > limits.max_ratio * max(info.compress_size, 1):  # every entry: 200 small bombs are one
             raise FormatError(path, name, f"compression ratio over {limits.max_ratio:g} (a zip bomb?): refused")
         out[name] = info
     return out
@@ -170,13 +193,26 @@ def _read_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, cap: int,
     return b"".join(_stream(z, info, path, cap))
 
 
-def _extract(z: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, path: Path, limits: Limits) -> str:
+def _extract(z: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, path: Path, left: list[int]) -> str:
+    """Write one entry to `target`; `left[0]`, the bytes the archive may still write, shrinks by what is written."""
     h = hashlib.sha256()
     with open(target, "wb") as out:
-        for chunk in _stream(z, info, path, limits.max_total_bytes):
+        for chunk in _stream(z, info, path, max(left[0], 0)):
+            left[0] -= len(chunk)
             h.update(chunk)
             out.write(chunk)
     return h.hexdigest()
+
+
+def _open_regular(path: Path) -> Any:
+    """The archive opened for reading, refused unless it is a regular file (a FIFO would block, a device
+    never end); opened without blocking and checked on the open descriptor."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder)", str(path))
+    return f
 
 
 def _str(v: Any, src: str, where: str, optional: bool = True) -> str | None:
@@ -241,8 +277,8 @@ def _parse_manifest(m: Any, src: str) -> Dataset:
         if status not in STATUSES:
             raise FormatError(src, f"{where}.status", f"expected one of {', '.join(STATUSES)}, got {status!r:.40}")
         w, h = im.get("width"), im.get("height")
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            raise FormatError(src, where, "width and height must be positive whole numbers")
+        if not (isinstance(w, int) and isinstance(h, int) and 0 < w <= MAX_INTEGER and 0 < h <= MAX_INTEGER):
+            raise FormatError(src, where, "width and height must be positive whole numbers (up to 2**63 - 1)")
         extra = {"sha256": sha, "status": status, "staged": True,
                  "added_at": _str(im.get("added_at"), src, f"{where}.added_at"),
                  "status_updated_at": _str(im.get("status_updated_at"), src, f"{where}.status_updated_at")}
@@ -263,10 +299,11 @@ def _parse_manifest(m: Any, src: str) -> Dataset:
         coords = a[2:6]
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in coords):
             raise FormatError(src, f"{where}[2:6]", "box corners must be numbers")
+        coords = [number(v, src, f"{where}[{2 + j}]") for j, v in enumerate(coords)]  # 10**400 is refused
         if a[6] not in PROVENANCES:
             raise FormatError(src, f"{where}[6]", f"unknown provenance {a[6]!r:.40}")
         fields = [_str(v, src, f"{where}[{7 + j}]") for j, v in enumerate(a[7:])]
         extra = dict(zip(("author", "model_version", "created_at", "updated_at", "deleted_at"), fields))
         extra["provenance"] = a[6]
-        ds.add_box(img, labels[lab]["name"], *(float(v) for v in coords), k, extra)
+        ds.add_box(img, labels[lab]["name"], *coords, k, extra)
     return ds

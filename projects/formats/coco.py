@@ -103,12 +103,13 @@ def parse_coco(data: Any, file: Path) -> Dataset:
             if a.get("iscrowd") or not (type(x) in (int, float) and type(y) in (int, float)
                                         and type(w) in (int, float) and type(h) in (int, float)):
                 raise TypeError
-        except (KeyError, TypeError, ValueError, AttributeError):
+            coords((x, y, x + w, y + h))  # OverflowError for an integer like 10**400
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            del ds.coords[4 * len(ds.box_image):]  # an overflow can leave part of a box behind
             _annotation(ds, a, i, file, image_of, label_of)
             continue
         b_img(img)
         b_lab(lab)
-        coords((x, y, x + w, y + h))
         places(i)
     return ds
 

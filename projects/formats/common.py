@@ -10,6 +10,7 @@ tens of megabytes here, not hundreds.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from array import array
@@ -259,7 +260,7 @@ def read_json(path: Path) -> Any:
     except RecursionError as e:
         raise FormatError(path, "", "JSON nested too deeply") from e
     except ValueError as e:  # an integer of more than 4300 digits
-        raise FormatError(path, "", f"not valid JSON ({shorten(str(e), 120)})") from e
+        raise FormatError(path, "", f"not valid JSON ({str(e).split(':')[0][:120]})") from e
 
 
 def parse_xml(path: Path) -> Element:
@@ -297,6 +298,14 @@ def number(value: Any, source: str | Path, place: str) -> float:
         except ValueError:
             pass
     raise FormatError(source, place, f"expected a number, got {_short(value)}")
+
+
+def finite_number(value: Any, source: str | Path, place: str) -> float:
+    """A number that must be finite (an angle, a stated image size): NaN and infinity are refused here."""
+    f = number(value, source, place)
+    if not math.isfinite(f):
+        raise FormatError(source, place, f"expected a finite number, got {_short(value)}")
+    return f
 
 
 MAX_INTEGER = 2**63 - 1  # what SQLite stores; ids and sizes beyond it are junk, not data

@@ -9,8 +9,6 @@ project export (`<image ... subset="Train" task_id="3">`) keeps each subset's im
 with `<track>` elements is "CVAT for video", which this reader refuses by name.
 Write: `OUT/annotations.xml` with images in `OUT/images/`; a box's `source` says where it came from
 (manual, auto for accepted pre-labels, semi-auto for adjusted or refined ones, file for imported).
-Write: `OUT/annotations.xml` with images in `OUT/images/`; a box's `source` says where it came from
-(manual, auto for accepted pre-labels, semi-auto for adjusted or refined ones, file for imported).
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from projects.formats.common import (
     ImageEntry,
     PathGuard,
     copy_image,
+    finite_number,
     integer,
     number,
     parse_xml,
@@ -110,7 +109,7 @@ def _shape(ds: Dataset, img: int, shape: Element, f: Path, place: str) -> None:
     attr = lambda k: number(shape.get(k), f, f"{place}/@{k}")
     if shape.tag == "box":
         x1, y1, x2, y2 = attr("xtl"), attr("ytl"), attr("xbr"), attr("ybr")
-        angle = number(shape.get("rotation") or 0, f, f"{place}/@rotation")
+        angle = finite_number(shape.get("rotation") or 0, f, f"{place}/@rotation")
         if angle % 360:
             x1, y1, x2, y2 = _rotated_bounds(x1, y1, x2, y2, angle)
             ds.note("rotated boxes converted to their axis-aligned bounding box", f"{f}: {place}")

@@ -11,9 +11,14 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import shutil
+import sqlite3
 import tempfile
+import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,14 +26,27 @@ from typing import Any
 import numpy as np
 import yaml
 
-from projects.errors import shorten
-from projects.formats.common import IMAGE_SUFFIXES, Dataset, FormatError, ImageEntry, PathGuard, TransferError
+try:
+    import fcntl
+except ImportError:  # Windows: stale scratch folders are then found by age only
+    fcntl = None
+
+from projects.errors import LabelerError, shorten
+from projects.formats.common import (
+    IMAGE_SUFFIXES,
+    Dataset,
+    FormatError,
+    ImageEntry,
+    PathGuard,
+    TransferError,
+    confined_to,
+)
 from projects.formats.registry import ReadContext, get_format
 from projects.imaging import ImageError, ImageInfo, file_sha256, probe_image
 from projects.schema import STATUSES
 from projects.taxonomy import CustomerTaxonomy, Label
 from projects.untrusted import MAX_YAML_BYTES, YAMLBombError, load_yaml, read_file
-from projects.workspace import Workspace, default_author, now
+from projects.workspace import Workspace, check_name_encodable, default_author, now
 
 BAD_BOX_POLICIES = ("clamp", "skip", "error")
 EXAMPLES = 20  # places kept per kind of issue in a report
@@ -130,16 +148,120 @@ def import_annotations(ws: Workspace, project: str, format_name: str, path: str 
         raise TransferError(f"{opts.images_dir}: --images must be a folder")
     report = ImportReport(format_name, str(path), project, dry_run=opts.dry_run)
     # Scratch inside the workspace: staged archive images move into place by rename, on one file system.
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=ws.folder) as scratch:
-        ds = fmt.read(path, ReadContext(scratch=Path(scratch), images_dir=opts.images_dir))
+    roots = [path if path.is_dir() else path.parent] + ([Path(opts.images_dir)] if opts.images_dir else [])
+    with scratch_folder(ws) as scratch, \
+            confined_to([*roots, scratch], named=[] if path.is_dir() else [path]):
+        ds = fmt.read(path, ReadContext(scratch=scratch, images_dir=opts.images_dir))
         for kind, n in ds.notes.items():
             for where in ds.examples.get(kind, []):
                 report.issue(kind, where, 0)
             report.counts[kind] += n
         plan = _plan(ws, project, ds, opts, report)
-        if not opts.dry_run:
-            _apply(ws, plan, report)
+        if opts.dry_run:  # what _apply would report; the images already there were counted by _plan
+            report.boxes_imported = len(plan.boxes)
+            report.images_added = len(plan.images) - report.images_existing
+        else:
+            _apply(ws, plan, report, scratch / JOURNAL)
     return report
+
+
+# --- scratch -------------------------------------------------------------------------------------
+SCRATCH_PREFIX = ".import-"
+SCRATCH_LOCK = ".lock"
+JOURNAL = "created.txt"  # files and folders an import created in the workspace before its commit
+STALE_UNLOCKED_S = 24 * 3600  # a scratch folder without a lock file (older Labeler) this old is a leftover
+
+
+@contextmanager
+def scratch_folder(ws: Workspace) -> Iterator[Path]:
+    """A scratch folder in the workspace, removed when the import ends, or by the next import if this one is
+    killed.
+
+    SIGKILL runs no `finally`, so a TemporaryDirectory alone leaks (an archive's staged images: gigabytes).
+    The import holds an exclusive lock on a file inside its scratch folder; the kernel releases it when the
+    process dies, however it dies. The next import removes every scratch folder whose lock it can take:
+    one whose import is still running (another process) keeps its lock and is left alone. With it go
+    the files that import had moved into the workspace but never committed (its journal)."""
+    remove_stale_scratch(ws)
+    path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=ws.folder))
+    lock = None
+    try:
+        lock = _take_lock(path)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        if lock is not None:
+            lock.close()
+
+
+def _take_lock(path: Path) -> Any:
+    """Create `path/.lock` already locked (locked under a temporary name, then renamed), so that no other
+    process ever sees an unlocked lock file in a live scratch folder."""
+    if fcntl is None:
+        return None
+    tmp = path / f"{SCRATCH_LOCK}.{os.getpid()}"
+    f = open(tmp, "wb")  # held open (and locked) for the whole import
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.replace(tmp, path / SCRATCH_LOCK)
+    return f
+
+
+def remove_stale_scratch(ws: Workspace) -> list[Path]:
+    """Remove scratch folders left by killed imports, and the files they created but never committed;
+    returns the folders removed. Never touches one still in use."""
+    folder = ws.folder
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(SCRATCH_PREFIX) and not p.is_symlink()
+                      and p.is_dir()]
+    except OSError:
+        return removed
+    for p in candidates:
+        lock_file = p / SCRATCH_LOCK
+        try:
+            if fcntl is not None and lock_file.is_file():
+                with open(lock_file, "rb") as f:
+                    try:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        continue  # its import is still running
+                    if not _undo_uncommitted(ws, p / JOURNAL):
+                        continue
+                    shutil.rmtree(p, ignore_errors=True)  # removed while we hold its lock
+            elif time.time() - p.stat().st_mtime > STALE_UNLOCKED_S:
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                continue
+        except OSError:
+            continue
+        removed.append(p)
+    return removed
+
+
+def _undo_uncommitted(ws: Workspace, journal: Path) -> bool:
+    """Remove what a killed import's journal lists and no image row refers to; False when that cannot be
+    decided now (the workspace is busy or read-only): the scratch folder is then kept for a later import."""
+    try:
+        lines = journal.read_text(encoding="utf-8").splitlines() if journal.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        return True  # nothing usable: the scratch folder itself still goes
+    entries = [(kind, ws.folder / rel) for kind, _, rel in (line.partition(" ") for line in lines)
+               if kind in ("file", "dir") and rel and not PurePosixPath(rel).is_absolute()
+               and ".." not in PurePosixPath(rel).parts]
+    if not entries:
+        return True
+    try:
+        with ws.transaction():  # the write lock: no import can commit a row for one of these files meanwhile
+            for kind, path in entries:
+                if kind == "file" and ws.db.execute("SELECT 1 FROM images WHERE path=? LIMIT 1",
+                                                    [ws.stored_path(path)]).fetchone() is None:
+                    path.unlink(missing_ok=True)
+            for kind, path in sorted(entries, key=lambda e: len(e[1].parts), reverse=True):
+                if kind == "dir" and path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+    except (OSError, LabelerError, sqlite3.Error):
+        return False
+    return True
 
 
 @dataclass
@@ -361,11 +483,12 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
     def probe(i: int) -> ImageInfo | str:
         e, p = ds.images[i], paths[i]
         try:
+            check_name_encodable(p)  # the workspace stores paths as text
             if opts.trust_sizes and e.width and e.height and not e.extra.get("sha256"):
                 return ImageInfo(p, _sha256(p), int(e.width), int(e.height))
             return probe_image(p)
         except ImageError as err:
-            return f"{e.source}: {e.place}: {err}"
+            return f"{e.source}: {e.place}: {err}" if e.place else f"{e.source}: {err}"
 
     workers = max(1, opts.workers)
     step = max(1, -(-len(order) // (workers * 8)))  # a few big chunks: one future per image costs more than a hash
@@ -539,12 +662,17 @@ def _not_yet_there(ws: Workspace, project: str, rows: list[dict[str, Any]], box_
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
-    """Write the checked plan: one transaction; staged archive images move into place inside it."""
+def _apply(ws: Workspace, plan: _Plan, report: ImportReport, journal: Path | None = None) -> None:
+    """Write the checked plan: one transaction; staged archive images move into place inside it.
+
+    Each file and folder created in the workspace is first written to `journal` (in the scratch folder),
+    so that when this process is killed before the commit, the next import removes them (see
+    remove_stale_scratch): the rows roll back by themselves, the files need the journal."""
     moved: list[Path] = []
     new_dirs: list[Path] = []
     author = default_author()
     t = now()
+    log = open(journal, "a", encoding="utf-8") if journal is not None else None
     try:
         with ws.transaction():
             if not plan.project_exists:
@@ -564,7 +692,12 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
             for pair in plan.staged:
                 if pair is not None and not pair[1].exists():
                     folder = pair[1].parent
-                    new_dirs += [d for d in (folder, *folder.parents) if not d.exists()]
+                    created = [d for d in (folder, *folder.parents) if not d.exists()]
+                    new_dirs += created
+                    if log is not None:
+                        log.writelines([*(f"dir {_relative(ws, d)}\n" for d in created),
+                                        f"file {_relative(ws, pair[1])}\n"])
+                        log.flush()  # in the page cache before the move: a SIGKILL cannot lose it
                     folder.mkdir(parents=True, exist_ok=True)
                     os.replace(pair[0], pair[1])
                     moved.append(pair[1])
@@ -582,6 +715,13 @@ def _apply(ws: Workspace, plan: _Plan, report: ImportReport) -> None:
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
         raise
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _relative(ws: Workspace, path: Path) -> str:
+    return path.relative_to(ws.folder).as_posix()
 
 
 def _annotation_columns(plan: _Plan, lid: np.ndarray, models: dict[str, int], author: str, t: str,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -79,7 +80,6 @@ class Labelme(Format):
         (out / LABELS).write_text("".join(lab.name + "\n" for lab in data.labels), encoding="utf-8")
 
 
-
 def read_labelme_file(ds: Dataset, f: Path, doc: Any, ctx: ReadContext, guard: PathGuard) -> None:
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
         raise FormatError(f, "$", "expected a labelme object with shapes and imagePath")
@@ -128,7 +128,7 @@ def read_labelme_file(ds: Dataset, f: Path, doc: Any, ctx: ReadContext, guard: P
             if len(xy) != 2:
                 raise FormatError(f, f"{place}.points", f"a circle has 2 points (centre, rim), got {len(xy)}")
             (cx, cy), (px, py) = xy
-            r = ((px - cx) ** 2 + (py - cy) ** 2) ** 0.5
+            r = math.hypot(px - cx, py - cy)  # `** 2` raises OverflowError past 1e154
             box = (cx - r, cy - r, cx + r, cy + r)
             ds.note("circles converted to their bounding box", f"{f}: {place}")
         else:

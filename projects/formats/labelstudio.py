@@ -28,6 +28,7 @@ from projects.formats.common import (
     FormatError,
     ImageEntry,
     copy_image,
+    finite_number,
     number,
     parse_xml,
     read_json,
@@ -133,8 +134,8 @@ def parse_labelstudio(data: Any, f: Path, labels: list[str] | None = None) -> Da
 def _stated_size(results: list, f: Path, where: str) -> tuple[int | None, int | None]:
     for k, r in enumerate(results):
         if isinstance(r, dict) and r.get("original_width") and r.get("original_height"):
-            w = number(r["original_width"], f, f"{where}.result[{k}].original_width")
-            h = number(r["original_height"], f, f"{where}.result[{k}].original_height")
+            w = finite_number(r["original_width"], f, f"{where}.result[{k}].original_width")
+            h = finite_number(r["original_height"], f, f"{where}.result[{k}].original_height")
             if w > 0 and h > 0 and w == int(w) and h == int(h):
                 return int(w), int(h)
     return None, None
@@ -179,7 +180,7 @@ def _results(ds: Dataset, img: int, results: list, f: Path, where: str, w: int |
 
 def _rectangle(value: dict, f: Path, place: str, w: int | None, h: int | None, ds: Dataset) -> tuple[float, ...]:
     x, y, bw, bh = (number(value.get(k), f, f"{place}.value.{k}") for k in ("x", "y", "width", "height"))
-    angle = number(value.get("rotation") or 0, f, f"{place}.value.rotation")
+    angle = finite_number(value.get("rotation") or 0, f, f"{place}.value.rotation")
     if not angle % 360:
         return x / 100, y / 100, (x + bw) / 100, (y + bh) / 100
     if not (w and h):
