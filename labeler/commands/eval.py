@@ -18,6 +18,11 @@ def _print(result, title: str) -> None:
     print(f"{title}: {result.images} images, {result.gt_boxes} ground-truth boxes")
     print(f"  mAP@0.5 {_fmt(result.map50)}   mAP@[.5:.95] {_fmt(result.map)}   "
           f"recall@{result.score_threshold} {_fmt(result.recall)}")
+    if result.coco:  # the rest of pycocotools' 12 summary figures
+        c = result.coco
+        print(f"  AP75 {_fmt(c['AP75'])}   AP small/medium/large {_fmt(c['APs'])} {_fmt(c['APm'])} {_fmt(c['APl'])}   "
+              f"AR1/10/100 {_fmt(c['AR1'])} {_fmt(c['AR10'])} {_fmt(c['AR100'])}   "
+              f"AR small/medium/large {_fmt(c['ARs'])} {_fmt(c['ARm'])} {_fmt(c['ARl'])}")
     print(f"  {'node':<20} {'AP50':>6} {'AP':>6} {'recall':>7} {'gt':>5}")
     for name, r in result.per_category.items():
         print(f"  {name:<20} {_fmt(r['ap50']):>6} {_fmt(r['ap']):>6} {_fmt(r['recall']):>7} {r['gt']:>5}")
@@ -33,9 +38,11 @@ def _print(result, title: str) -> None:
            arg("--ground-truth", metavar="FILE",
                help="full ground truth in nodes (e.g. the demo's ground_truth.json) instead of the customers' boxes"),
            arg("--gt", metavar="GT.json", help="COCO ground truth file"),
-           arg("--dets", metavar="DETS.json", help="COCO results file (a list of detections)"),
+           arg("--dets", metavar="DETS.json",
+               help="COCO results file (a list of detections), or a COCO dataset file whose annotations carry "
+                    "scores (matched to --gt by file name and category name)"),
            arg("--score", type=float, default=0.3, help="score threshold for the recall figure (default 0.3)"),
-           arg("--json", metavar="FILE", help="also write the figures as JSON"))
+           arg("--json", metavar="FILE", help="also write the figures as JSON (with all 12 COCO summary figures)"))
 def eval_cmd(args) -> int:
     from inference.checkpoint import CheckpointError
     from inference.evaluate import EvalError, evaluate_files, evaluate_ground_truth, evaluate_workspace
