@@ -131,6 +131,11 @@ def _weights_symlink_out(folder: Path) -> None:
     (folder / "model.safetensors").symlink_to(folder.parent / "elsewhere.safetensors")
 
 
+def _json_symlink_out(folder: Path) -> None:
+    (folder / "model.json").rename(folder.parent / "elsewhere.json")
+    (folder / "model.json").symlink_to(folder.parent / "elsewhere.json")
+
+
 CASES = {
     "corrupt weights": (lambda f: (f / "model.safetensors").write_bytes(b"\0" * 100), "model.safetensors: corrupt"),
     "pickled weights": (_pickled, "model.safetensors: not a readable safetensors"),
@@ -139,6 +144,7 @@ CASES = {
     "weights path with ..": (_weights_outside, "outside the checkpoint folder"),
     "absolute weights path": (_weights_absolute, "outside the checkpoint folder"),
     "weights a symlink leading out": (_weights_symlink_out, "leads outside the checkpoint folder"),
+    "model.json a symlink leading out": (_json_symlink_out, "leads outside the checkpoint folder"),
     "format_version not a number": (lambda f: _edit(f, lambda m: m.update(format_version="x")),
                                     "model.json: format_version must be an integer"),
     "image_size not a number": (lambda f: _edit(f, lambda m: m.update(image_size="big")),
@@ -363,3 +369,43 @@ def test_eval_with_malformed_ground_truth_is_one_line(ckpt, wsdir, capsys, tmp_p
         code, _, err = _run(capsys, "eval", wsdir, "--model", ckpt(), "--split", split, "--ground-truth", truth)
         assert code == 2 and message in _one_line_error(err) and "truth.json" in err
         shutil.rmtree(tmp_path / "ckpt-A")
+
+
+def test_the_windows_worker_skips_a_broken_newest_model_and_unloads_a_removed_one(ws, tmp_path):
+    """The window's PredictionService, with fake models: v2 (newest) will not load, so v1 serves; once v1
+    is removed the service stops using it instead of predicting with a model the user took away."""
+    from inference.worker import PredictionService
+
+    class Fake:
+        def __init__(self, version):
+            self.version = version
+
+        def predict(self, images):
+            return [[] for _ in images]
+
+    def loader(path: Path, threads: int):
+        if path.name == "v2":
+            raise ValueError(f"{path}: corrupt")
+        return Fake(path.name)
+
+    ws.add_project("P")
+    (ws.folder / "imgs").mkdir()
+    write_image(ws.folder / "imgs" / "0.png", make_scene(0, size=(96, 64)).image)
+    (image,) = ws.add_images("P", [ws.folder / "imgs"]).added
+    ws.register_model("v1", ws.folder / "v1")
+    ws.register_model("v2", ws.folder / "v2")
+    results, status = [], []
+    svc = PredictionService(ws.folder, on_result=results.append, on_status=status.append, loader=loader,
+                            threads=1).start()
+    try:
+        svc.request(image)
+        assert svc.wait_idle(30)
+        assert results[-1].model_version == "v1" and results[-1].error is None
+        assert any(f"model v2 ({ws.folder / 'v2'}) could not be loaded" in s and "skipped" in s for s in status)
+        ws.remove_model("v2")
+        ws.remove_model("v1")
+        svc.request(image)
+        assert svc.wait_idle(30)
+        assert results[-1].error == "no model" and svc.model_id is None
+    finally:
+        svc.stop()
