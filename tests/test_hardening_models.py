@@ -409,3 +409,15 @@ def test_the_windows_worker_skips_a_broken_newest_model_and_unloads_a_removed_on
         assert results[-1].error == "no model" and svc.model_id is None
     finally:
         svc.stop()
+
+
+def test_lint_with_model_lints_with_that_model(ckpt, wsdir, capsys):
+    a, b = ckpt("A"), ckpt("B")
+    assert _run(capsys, "models", "add", wsdir, a)[0] == 0
+    assert _run(capsys, "models", "add", wsdir, b)[0] == 0  # B is the latest
+    with Workspace.open(wsdir) as ws:
+        for i in ws.image_ids("P"):
+            ws.set_status(i, "in_progress")
+    code, out, err = _run(capsys, "lint", wsdir, "--project", "P", "--model", a, "--json", "--threads", "1")
+    assert code == 0, err
+    assert json.loads(out)["model"] == "model-A"
