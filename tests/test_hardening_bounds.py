@@ -117,7 +117,8 @@ def test_an_alias_bomb_in_a_taxonomy_or_map_file_is_refused(tmp_path, target, ca
 
 
 @pytest.mark.parametrize("text", ["names: &a [x, *a]\n", "names: " + "[" * 50_000 + "\n",
-                                  "a: &a x\n" + "".join(f"k{i}: *a\n" for i in range(2000))])
+                                  "a: &a x\n" + "".join(f"k{i}: *a\n" for i in range(2000))],
+                         ids=["recursive", "deep", "2000-aliases"])
 def test_recursive_deep_or_alias_heavy_yaml_is_a_clean_error(tmp_path, target, text):
     folder = tmp_path / "y"
     folder.mkdir()
@@ -218,7 +219,9 @@ NUMBER_CASES = [  # format, file, edit, value, message: each was an OverflowErro
 ]
 
 
-@pytest.mark.parametrize("fmt,name,edit,value,message", NUMBER_CASES)
+@pytest.mark.parametrize("fmt,name,edit,value,message", NUMBER_CASES,
+                         ids=["coco-bbox", "coco-width", "labelme-point", "labelme-width", "labelstudio-size",
+                              "labelstudio-size-inf", "labelstudio-rotation-inf"])
 def test_huge_numbers_name_the_file_and_field(tmp_path, target, exports, fmt, name, edit, value, message):
     shutil.copytree(exports / fmt, tmp_path / fmt)
     f = tmp_path / fmt / name if name else _first_labelme(tmp_path / fmt)
