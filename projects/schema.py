@@ -139,5 +139,13 @@ def _v3(db: Database) -> None:
             db.execute("UPDATE models SET path=? WHERE id=?", [p.resolve().relative_to(folder).as_posix(), mid])
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
+def _v4(db: Database) -> None:
+    """Hierarchical decoding (inference/decoding.py) changed what a model version predicts: a node no longer
+    outscores its ancestors and untrained nodes emit nothing. Cached predictions made before are dropped
+    (they are a cache: the worker predicts each image again when it is next shown)."""
+    db.execute("DELETE FROM predictions")
+    db.execute("DELETE FROM predicted_images")
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)

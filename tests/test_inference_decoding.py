@@ -77,3 +77,21 @@ def test_the_predictor_never_shows_a_child_above_its_parent_nor_an_untrained_nod
     assert dets and not [d for d in dets if d.node == "traffic_sign"]
     vehicle_best = max(d.score for d in dets if d.node == "vehicle")
     assert max(d.score for d in dets if d.node == "car") <= vehicle_best + 1e-6
+
+
+def test_predictions_cached_before_hierarchical_decoding_are_dropped(tmp_path):
+    """Schema v4: a cached prediction of a child above its parent must not be shown after the upgrade."""
+    from projects import schema
+    from projects.imaging import ImageInfo
+    from projects.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "w")
+    ws.add_project("P")
+    (img,) = ws.insert_images(ws.project_id("P"), [ImageInfo(tmp_path / "a.jpg", "a" * 64, 64, 48)]).added
+    mid = ws.register_model("v1", tmp_path / "m")
+    ws.save_predictions(img, mid, [("car", (1, 2, 3, 4), 0.9), ("vehicle", (1, 2, 3, 4), 0.1)])
+    ws.db.execute("PRAGMA user_version = 3")
+    ws.close()
+    with Workspace.open(tmp_path / "w") as ws:
+        assert ws.schema_version == schema.SCHEMA_VERSION >= 4
+        assert ws.predictions(img, mid) is None  # predicted again when next shown
