@@ -156,6 +156,23 @@ def test_a_huge_value_is_never_echoed_in_full(tmp_path, target):
     assert len(str(e.value)) < SHORT
 
 
+def test_many_unknown_labels_and_long_image_names_make_a_short_message(tmp_path, target):
+    img(tmp_path / "c" / "a.jpg")
+    cats = [{"id": i + 1, "name": f"label-{i}-" + "y" * 500} for i in range(20_000)]
+    anns = [{"id": i, "image_id": 1, "category_id": i + 1, "bbox": [1, 1, 2, 2]} for i in range(20_000)]
+    (tmp_path / "c" / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}], "categories": cats, "annotations": anns}))
+    with pytest.raises(TransferError, match=r"labels not in project 'T': 'label-0-y+.*\.\.\. and 19980 more") as e:
+        import_annotations(target, "T", "coco", tmp_path / "c")
+    assert len(str(e.value)) < 5000
+    (tmp_path / "c" / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "z" * 1_000_000 + ".jpg"}], "categories": [{"id": 1, "name": "Car"}],
+        "annotations": []}))
+    with pytest.raises(TransferError, match="1 images named in the annotations cannot be found") as e:
+        import_annotations(target, "T", "coco", tmp_path / "c")
+    assert len(str(e.value)) < SHORT
+
+
 # --- archives: the ratio check on every entry, before anything is written ----------------------------------
 def _archive_of_zeros(path: Path, n: int, size: int) -> Path:
     data = b"\0" * size

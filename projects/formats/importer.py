@@ -370,10 +370,13 @@ def _match_labels(ws: Workspace, project: str | None, ds: Dataset, opts: ImportO
         unknown = [u for u in unknown if (mapping.get(u, u)) not in new]
     if unknown:
         lower = {h.lower(): h for h in have}
+        position = {name: i for i, name in enumerate(ds.labels)}
         parts = []
-        for name in unknown:
+        for name in unknown[:EXAMPLES]:  # a file may name 100,000 labels, each as long as it likes
             hint = f"; did you mean {lower[name.lower()]!r}?" if name.lower() in lower else ""
-            parts.append(f"{name!r} ({used[ds.labels.index(name)]} boxes{hint})")
+            parts.append(f"{shorten(name, 80)} ({used[position[name]]} boxes{hint})")
+        if len(unknown) > EXAMPLES:
+            parts.append(f"... and {len(unknown) - EXAMPLES} more")
         known = ", ".join(sorted(have)) or "none"
         raise TransferError(f"{ds.source}: labels not in project {report.project!r}: {', '.join(parts)}. "
                             f"Project labels: {known}. Map them with --map FILE or create them with --add-labels.")
@@ -451,11 +454,11 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
     for e in ds.images:
         if e.path is None and _unsafe(e.name):
             report.issue("image paths that were absolute or left their folder: looked up by file name only",
-                         f"{e.source}: {e.place}: {e.name}")
+                         f"{e.source}: {e.place}: {_cut(e.name)}")
         p = e.path or _find(e, images_dir, guard)
         paths.append(p)
         if p is None:
-            missing.append(f"{e.source}: {e.place}: {e.name}")
+            missing.append(f"{e.source}: {e.place}: {_cut(e.name)}")
     if missing and not opts.skip_missing:
         where = f"--images {images_dir} and " if images_dir else ""
         raise TransferError(f"{len(missing)} images named in the annotations cannot be found (looked in {where}the "
@@ -474,7 +477,7 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
         key = guard.real(p)
         if key in unique:
             report.issue("images named more than once (their boxes are merged)",
-                         f"{ds.images[i].source}: {ds.images[i].place}: {ds.images[i].name}")
+                         f"{ds.images[i].source}: {ds.images[i].place}: {_cut(ds.images[i].name)}")
         else:
             unique[key] = len(order)
             order.append(i)
@@ -540,6 +543,11 @@ def _locate_and_probe(ws: Workspace, project: str, ds: Dataset, opts: ImportOpti
         infos.append(r)
     entry_image = np.where(entry_unique >= 0, remap[np.maximum(entry_unique, 0)], -1) if len(order) else entry_unique
     return entry_image, infos, staged
+
+
+def _cut(name: str, limit: int = 200) -> str:
+    """An image name from an annotation file, for a report line: as is when short, else cut."""
+    return name if len(name) <= limit else shorten(name, limit)
 
 
 def _sha256(path: Path) -> str:
