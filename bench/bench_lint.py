@@ -57,9 +57,9 @@ from projects.imaging import read_image  # noqa: E402
 from projects.quality import box_iou  # noqa: E402
 from projects.synthetic import customer_view, make_scene  # noqa: E402
 from projects.taxonomy import CustomerTaxonomy, ProjectView, default_super_taxonomy, resource_path  # noqa: E402
+from projects.values import Box  # noqa: E402
 from projects.workspace import Workspace  # noqa: E402
 
-Box = tuple[float, float, float, float]
 RATES = {"drop": 0.10, "swap": 0.05, "shift": 0.05, "duplicate": 0.02}
 FINDING_OF = {"drop": "missed", "swap": "wrong_class", "shift": "bad_box", "duplicate": "duplicate"}
 BCCD_SUPER = {"name": "blood", "nodes": [{"name": "rbc"}, {"name": "wbc"}, {"name": "platelets"}]}

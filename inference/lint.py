@@ -76,7 +76,7 @@ def lint_image(annotations: Iterable[Annotated | Mapping[str, Any]], detections:
                view: ProjectView, width: int, height: int, config: LintConfig = LintConfig(),
                calibration: Callable[[float], float] | None = None) -> LintResult:
     """Lint one image. `annotations`: Annotated or workspace rows (id, label, x1..y2); `detections`: the
-    model's, in super-taxonomy nodes (Detection/PredictedBox or prediction rows), or None for rules only;
+    model's, in super-taxonomy nodes (`projects.values.Detection` or prediction rows), or None for rules only;
     `calibration` maps the model's raw scores to probabilities (`inference.lint_calibration`)."""
     anns = [a if isinstance(a, Annotated) else Annotated.from_row(a) for a in annotations]
     labels = [lab.name for lab in view.taxonomy.labels]

@@ -6,13 +6,11 @@ without importing each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from inference.prelabels import Proposal
-
-Box = tuple[float, float, float, float]
+from projects.values import AnnotationRow, Box
 
 MODEL_KINDS = ("missed", "wrong_class", "bad_box")  # need the model's predictions
 RULE_KINDS = ("duplicate", "zero_area", "out_of_image", "tiny", "unknown_label")
@@ -42,18 +40,8 @@ class Finding:
         return d
 
 
-@dataclass(frozen=True)
-class Annotated:
-    """An annotation as the linter sees it: id (None for boxes not stored yet), label name, box."""
-
-    id: int | None
-    label: str
-    box: Box
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Annotated:
-        return cls(row.get("id"), str(row["label"]), (float(row["x1"]), float(row["y1"]), float(row["x2"]),
-                                                      float(row["y2"])))
+# An annotation as the linter sees it (id None for boxes not stored yet, label name, box): the shared value type.
+Annotated = AnnotationRow
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,9 @@ from inference.checkpoint import Checkpoint, load_checkpoint
 from inference.decoding import GroupDecoding, parent_map, trained_nodes
 from inference.letterbox import boxes_from_letterbox, letterbox
 from projects.taxonomy import SuperTaxonomy
+from projects.values import Detection
 
-Box = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
-class Detection:
-    node: str
-    box: Box  # x1, y1, x2, y2 in the image's pixels
-    score: float
+__all__ = ["Detection", "Predictor"]
 
 
 class Predictor:

@@ -18,8 +18,7 @@ import torch
 from torchvision.ops import batched_nms, box_iou
 
 from projects.taxonomy import ProjectView
-
-Box = tuple[float, float, float, float]
+from projects.values import Box
 
 
 @dataclass(frozen=True)

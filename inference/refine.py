@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-Box = tuple[float, float, float, float]
+from projects.values import Box
+
 PredictFn = Callable[[np.ndarray], Sequence[Any]]  # crop (RGB) -> detections with .node .box .score
 
 MIN_IOU = 0.3  # a detection further than this from the rough box is a different object

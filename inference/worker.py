@@ -37,24 +37,16 @@ import numpy as np
 
 from projects.errors import LabelerError
 from projects.imaging import read_image
+from projects.values import Detection
 from projects.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-Box = tuple[float, float, float, float]
 
 
 class Priority(IntEnum):
     VISIBLE = 0
     PREFETCH = 1
     BACKGROUND = 2
-
-
-@dataclass(frozen=True)
-class PredictedBox:
-    node: str
-    box: Box
-    score: float
 
 
 class PredictorLike(Protocol):
@@ -68,7 +60,7 @@ class Result:
     image_id: int
     model_id: int | None
     model_version: str | None
-    detections: list[PredictedBox]
+    detections: list[Detection]
     cached: bool  # answered from the predictions table
     error: str | None = None
 
@@ -364,7 +356,7 @@ class PredictionService:
             try:
                 cached = ws.predictions(req.image_id, self.model_id)
                 if cached is not None:
-                    dets = [PredictedBox(r["node"], (r["x1"], r["y1"], r["x2"], r["y2"]), r["score"])
+                    dets = [Detection(r["node"], (r["x1"], r["y1"], r["x2"], r["y2"]), r["score"])
                             for r in cached]
                     self._emit(req, Result(req.image_id, self.model_id, self.model_version, dets, True))
                     continue
@@ -406,7 +398,7 @@ class PredictionService:
     def _save(self, ws: Workspace, req: _Request, dets: list[Any]) -> None:
         """Store one image's detections (one transaction: all of them or none) and answer the request."""
         try:
-            boxes = [PredictedBox(d.node, tuple(float(v) for v in d.box), float(d.score)) for d in dets]
+            boxes = [Detection(d.node, tuple(float(v) for v in d.box), float(d.score)) for d in dets]
             ws.save_predictions(req.image_id, self.model_id, [(b.node, b.box, b.score) for b in boxes])
         except Exception as e:
             self._fail(req, f"saving the predictions failed ({describe(e)})")

@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 
 from projects.taxonomy import ProjectView
-
-Box = tuple[float, float, float, float]
+from projects.values import Box
 
 
 @dataclass(frozen=True)

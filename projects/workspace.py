@@ -35,10 +35,9 @@ from projects.taxonomy import (
     SuperTaxonomy,
     default_super_taxonomy,
 )
+from projects.values import Box
 
 DB_NAME = "labeler.sqlite"
-
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
 
 
 def now() -> str:

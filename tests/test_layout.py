@@ -34,3 +34,23 @@ def test_imports_run_one_way(package, forbidden):
         rel = f.relative_to(ROOT).as_posix()
         bad = imports_of(f) & (forbidden - ({"PySide6"} if rel in QT_ADAPTERS else set()))
         assert not bad, f"{rel} imports {sorted(bad)}"
+
+
+def test_one_value_type_per_concept():
+    """A box, a detection and an annotation row are defined once, Qt-free, in projects/values.py."""
+    import re
+
+    from inference.lint_types import Annotated
+    from inference.predictor import Detection
+    from inference.worker import Result
+    from projects import values
+    from widgets.annotation_list import AnnotationRow
+
+    assert Detection is values.Detection and Annotated is values.AnnotationRow and AnnotationRow is values.AnnotationRow
+    assert Result.__annotations__["detections"] == "list[Detection]"
+    alias = re.compile(r"^Box\s*=", re.MULTILINE)
+    packages = ("projects", "inference", "widgets", "labeler", "bench")
+    defined = sorted(f.relative_to(ROOT).as_posix() for package in packages
+                     for f in (ROOT / package).rglob("*.py") if alias.search(f.read_text()))
+    assert defined == ["projects/values.py"]
+    assert imports_of(ROOT / "projects" / "values.py") <= {"__future__", "collections", "dataclasses", "typing"}

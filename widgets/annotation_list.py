@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from widgets.box_item import Box
+from projects.values import AnnotationRow
 from widgets.labels_panel import swatch
 
-
-@dataclass(frozen=True)
-class AnnotationRow:
-    id: int
-    label: str
-    color: str
-    box: Box
-    provenance: str
+__all__ = ["AnnotationList", "AnnotationRow"]
 
 
 class AnnotationList(QTreeWidget):

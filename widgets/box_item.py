@@ -14,7 +14,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+from projects.values import Box
 
 ANNOTATION = "annotation"
 PROPOSAL = "proposal"

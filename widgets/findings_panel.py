@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from widgets.box_item import Box
+from projects.values import Box
 from widgets.labels_panel import swatch
 
 KIND_TEXT = {"missed": "Missed object", "wrong_class": "Wrong class", "bad_box": "Loose / off box",

@@ -201,7 +201,7 @@ class MainWindow(QMainWindow):
             color = lab.get("color") or "#e6194b"
             box = (a["x1"], a["y1"], a["x2"], a["y2"])
             specs.append(BoxSpec(a["id"], a["label"], color, box))
-            rows.append(AnnotationRow(a["id"], a["label"], color, box, a["provenance"]))
+            rows.append(AnnotationRow(a["id"], a["label"], box, a["provenance"], color, a["label_id"]))
         self.canvas.set_annotations(specs)
         self.annotation_list.set_annotations(rows)
         self.annotation_list.set_selected(self.canvas.selected_ids())

@@ -16,7 +16,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from labeler.app.undo import NUDGE_ID, AddAnnotation, AnnotationState, DeleteAnnotations, EditAnnotations, SetStatus
-from projects.workspace import Box, Workspace, WorkspaceError
+from projects.values import Box
+from projects.workspace import Workspace, WorkspaceError
 from widgets.image_list import ImageRow
 
 

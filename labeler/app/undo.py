@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from PySide6.QtGui import QUndoCommand
 
-from projects.workspace import Box, Workspace
+from projects.values import Box
+from projects.workspace import Workspace
 
 Applied = Callable[[int], None]
 NUDGE_ID = 1  # consecutive arrow-key nudges of the same boxes merge into one undo step
