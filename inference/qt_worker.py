@@ -19,6 +19,7 @@ from inference.worker import PredictionService, Priority, Result
 class QtPredictionWorker(QObject):
     result_ready = Signal(object)  # inference.worker.Result
     status_changed = Signal(str)
+    stopped = Signal(str)  # the worker thread ended on its own (not by stop()): no more pre-labels, and why
     job_done = Signal(object, object)  # (tag, value or exception)
 
     def __init__(self, workspace: str | Path, threads: int | None = None, parent: QObject | None = None,
@@ -26,7 +27,8 @@ class QtPredictionWorker(QObject):
         super().__init__(parent)
         self.last_status = ""
         self.service = PredictionService(workspace, threads=threads, on_result=self._on_result,
-                                         on_status=self._on_status, **service_kwargs)
+                                         on_status=self._on_status, on_stopped=self.stopped.emit,
+                                         **service_kwargs)
 
     def _on_result(self, result: Result) -> None:
         self.result_ready.emit(result)

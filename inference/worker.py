@@ -14,8 +14,8 @@ Qt-free (the GUI adapts it in `inference/qt_worker.py`; the CLI uses it directly
   keeps answering with "no model" instead of raising into the caller. Whatever one request raises
   (an unreadable image, a model error, a locked database, a bug) becomes that image's `Result.error`
   and the thread goes on with the next request: it never dies on a request, so nobody waits forever.
-  Should the thread stop anyway (the workspace cannot be opened), `on_status` says so, every queued
-  request is answered with the reason and `wait_idle` returns.
+  Should the thread stop anyway (the workspace cannot be opened), `on_stopped` and `on_status` say so,
+  every queued request is answered with the reason and `wait_idle` returns.
 * **Threads.** torch runs with fewer intra-op threads than cores, so the UI keeps a core.
 """
 
@@ -101,12 +101,14 @@ class PredictionService:
                  on_result: Callable[[Result], None] | None = None,
                  on_status: Callable[[str], None] | None = None,
                  loader: Callable[[Path, int], PredictorLike] | None = None,
-                 batch_size: int = 1, model_id: int | None = None):
+                 batch_size: int = 1, model_id: int | None = None,
+                 on_stopped: Callable[[str], None] | None = None):
         self.workspace = Path(workspace)
         self.pinned_model = model_id  # predict with this registered model only (`labeler predict --model`)
         self.threads = threads or default_threads()
         self.on_result = on_result or (lambda r: None)
         self.on_status = on_status or (lambda s: None)
+        self.on_stopped = on_stopped or (lambda reason: None)  # the thread ended without stop(): why
         self.loader = loader or load_predictor
         self.batch_size = batch_size
         self._heap: list[_Request] = []
@@ -249,6 +251,10 @@ class PredictionService:
             queued = [r for r in self._heap if not r.cancelled]
             self._heap.clear()
         self._status(reason)
+        try:
+            self.on_stopped(reason)
+        except Exception:
+            log.exception("prediction worker: on_stopped failed")
         for req in queued:
             self._fail(req, reason)
         with self._cv:

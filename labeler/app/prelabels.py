@@ -97,6 +97,8 @@ class PrelabelController(QObject):
         self._update_slider_label()
         self.worker.result_ready.connect(self._on_result)
         self.worker.status_changed.connect(self._on_status)
+        self.worker.stopped.connect(self._on_stopped)
+        self.stopped: str | None = None  # why the worker ended on its own; None while it serves
         self.worker.job_done.connect(self._on_job_done)
         c = window.canvas
         c.proposal_accepted.connect(self.accept)
@@ -158,8 +160,8 @@ class PrelabelController(QObject):
         self.render()
 
     def _on_result(self, result: Result) -> None:
-        if result.error and not result.detections:
-            if result.image_id == self._image_id() and result.error != "no model":
+        if result.error and not result.detections:  # this image only: the worker goes on with the next
+            if result.image_id == self._image_id() and result.error != "no model" and self.stopped is None:
                 self.w.statusBar().showMessage(f"pre-labels: {result.error}", 8000)
             return
         self.detections[result.image_id] = result.detections
@@ -168,9 +170,18 @@ class PrelabelController(QObject):
             self.render()
 
     def _on_status(self, text: str) -> None:
+        if self.stopped is not None:  # nothing after a stop may make the bar say "ready" again
+            return
         self.status.setText(f"model: {text}")
         if "could not be loaded" in text or "no model" in text:
             self.w.statusBar().showMessage(text, 10000)
+
+    def _on_stopped(self, reason: str) -> None:
+        """The worker thread ended: say so where "model … ready" was, and keep saying it."""
+        self.stopped = reason
+        self.status.setText("model: stopped, no pre-labels")
+        self.status.setToolTip(reason)
+        self.w.statusBar().showMessage(f"pre-labels stopped: {reason}")
 
     def set_threshold(self, value: float) -> None:
         self.threshold = min(0.95, max(0.05, round(value, 2)))
