@@ -61,6 +61,7 @@ def open_window(qtbot, folder, image_id, composed: bool = False) -> MainWindow:
     w.activateWindow()
     assert session.go_to_image(image_id)
     qtbot.waitUntil(lambda: w.ready_image_id == image_id, timeout=10000)
+    qtbot.waitUntil(controller.calibrated, timeout=30000)  # fitted in the worker's thread, asked for at once
     assert controller.panel.rows() == []
     return w
 
@@ -91,7 +92,7 @@ def test_submit_with_an_open_finding_shows_it_and_a_fix_lets_it_through(qtbot, f
     assert c.dock.isVisible() and c.panel.current_id() == row.id
     assert c.panel.list.hasFocus()
     n_boxes = len(db.annotations(image_id))
-    QTest.keyClick(c.panel.list, Qt.Key.Key_F)  # fix: the model's box, with its label
+    QTest.keyClick(c.panel.list, Qt.Key.Key_F, Qt.KeyboardModifier.ShiftModifier)  # fix: the model's box and label
     added = db.annotations(image_id)
     assert len(added) == n_boxes + 1
     new = max(added, key=lambda a: a["id"])

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from widgets.box_item import ANNOTATION, PROPOSAL, Box, BoxItem, BoxSpec
+from widgets.finding_marker import FindingMarker
 from widgets.image_item import ImageItem
 from widgets.placeholder import ERROR, LOADING, PlaceholderItem
 
@@ -89,6 +90,7 @@ class Canvas(QGraphicsView):
     refine_dragged = Signal(object)  # Alt+drag: a rough Box to tighten
     cursor_moved = Signal(float, float)  # image coordinates under the mouse
     zoom_changed = Signal(float)  # screen pixels per image pixel
+    draw_refused = Signal(str, str)  # a draw or refine began on a placeholder: its kind ("error"/"loading"), message
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -105,6 +107,7 @@ class Canvas(QGraphicsView):
         self._editable = False
         self._boxes: dict[int, BoxItem] = {}
         self._proposals: dict[int, BoxItem] = {}
+        self._marker: FindingMarker | None = None  # where the selected lint finding points
         self._fit_mode = True
         self._space = False
         self._mode: str | None = None  # draw, move, resize, pan
@@ -197,6 +200,19 @@ class Canvas(QGraphicsView):
                 item.set_view_scale(scale)
                 items[s.id] = item
                 self.scene().addItem(item)
+
+    def set_marker(self, box: Box | None, text: str = "", color: str = "#e6194b") -> None:
+        """Frame the place a lint finding points at (None: no frame). Not a box: it cannot be selected."""
+        if self._marker is not None:
+            self.scene().removeItem(self._marker)
+            self._marker = None
+        if box is not None:
+            self._marker = FindingMarker(tuple(float(v) for v in box), text, color)
+            self._marker.set_view_scale(self.scale_factor())
+            self.scene().addItem(self._marker)
+
+    def marker(self) -> FindingMarker | None:
+        return self._marker
 
     def annotation_boxes(self) -> dict[int, Box]:
         return {i: item.box() for i, item in self._boxes.items()}
@@ -293,7 +309,7 @@ class Canvas(QGraphicsView):
     def _apply_scale(self, s: float) -> None:
         self.resetTransform()
         self.scale(s, s)
-        for item in (*self._boxes.values(), *self._proposals.values()):
+        for item in (*self._boxes.values(), *self._proposals.values(), *filter(None, [self._marker])):
             item.set_view_scale(s)
         self.zoom_changed.emit(s)
 
@@ -386,6 +402,8 @@ class Canvas(QGraphicsView):
             self._draft.setRect(QRectF(self._press_scene, self._press_scene))
             self._draft.setVisible(True)
             self._update_readout(p)
+        elif isinstance(self._picture, PlaceholderItem) and self._inside_image(p):
+            self.draw_refused.emit(self._picture.kind, self._picture.message)  # never a silent no-op
 
     def _start(self, mode: tuple[str, str | None], items: list[BoxItem],
                target: dict[int, BoxItem] | None = None) -> None:

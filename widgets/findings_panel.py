@@ -2,9 +2,14 @@
 
 Shows what it is given and emits signals; the app decides what "fix" means for each kind (add the missed
 box, take the suggested class, move the box to the model's, delete a duplicate) and stores the answer.
-Selecting a finding (click or arrow keys) asks to zoom to its box. With the list focused, `F` fixes and
-`X` or `Delete` dismisses the selected finding; these keys are claimed from the window's own shortcuts
-only while the list has focus. `set_banner` shows a line above the list (the submit review).
+Selecting a finding (click or arrow keys) asks to zoom to its box. `set_banner` shows a line above the
+list (the submit review).
+
+Keys: fixing and dismissing have keys of their own in the window's key table (Shift+F, X), which work
+wherever the focus is; no letter key means one thing here and another on the canvas, so F always fits.
+Focus rules, only while the list has focus: the arrow keys, Home/End and PgUp/PgDn move between
+findings (they never nudge the selected box underneath), Delete/Backspace dismiss the selected finding,
+and Esc hands the focus back to the canvas (`leave_requested`).
 """
 
 from __future__ import annotations
@@ -32,8 +37,18 @@ KIND_TEXT = {"missed": "Missed object", "wrong_class": "Wrong class", "bad_box":
              "tiny": "Tiny box", "unknown_label": "Label not in taxonomy"}
 KIND_COLOR = {"missed": "#e6194b", "wrong_class": "#f58231", "bad_box": "#ffe119", "duplicate": "#911eb4"}
 RULE_COLOR = "#808080"
-FIX_KEYS = (Qt.Key.Key_F,)
-DISMISS_KEYS = (Qt.Key.Key_X, Qt.Key.Key_Delete, Qt.Key.Key_Backspace)
+DISMISS_KEYS = (Qt.Key.Key_Delete, Qt.Key.Key_Backspace)  # while the list has focus; X works everywhere
+LIST_KEYS = (Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_Home, Qt.Key.Key_End, Qt.Key.Key_PageUp,
+             Qt.Key.Key_PageDown)  # the list's own navigation, claimed from the window's nudge/image keys
+
+
+def kind_color(kind: str) -> str:
+    """The colour a finding kind is shown in (list swatch, canvas frame)."""
+    return KIND_COLOR.get(kind, RULE_COLOR)
+
+
+def kind_text(kind: str) -> str:
+    return KIND_TEXT.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class FindingsPanel(QWidget):
     zoom_requested = Signal(int, object)  # finding id, box (x1, y1, x2, y2) in image pixels
     fix_requested = Signal(int)  # finding id
     dismiss_requested = Signal(int)  # finding id
+    leave_requested = Signal()  # Esc in the list: the focus goes back to the canvas
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -65,7 +81,7 @@ class FindingsPanel(QWidget):
         self.list.currentItemChanged.connect(self._on_current)
         self.list.itemClicked.connect(self._on_clicked)
         self.list.installEventFilter(self)
-        self.fix_button = QPushButton("Fix (F)")
+        self.fix_button = QPushButton("Fix (Shift+F)")
         self.dismiss_button = QPushButton("Dismiss (X)")
         self.fix_button.setToolTip("Apply the model's suggestion to this finding")
         self.dismiss_button.setToolTip("The annotation is right: do not raise this finding again")
@@ -95,8 +111,7 @@ class FindingsPanel(QWidget):
         try:
             self.list.clear()
             for r in self._rows:
-                item = QListWidgetItem(swatch(KIND_COLOR.get(r.kind, RULE_COLOR)),
-                                       f"{KIND_TEXT.get(r.kind, r.kind)} · {r.score:.2f}\n{r.message}")
+                item = QListWidgetItem(swatch(kind_color(r.kind)), f"{kind_text(r.kind)} · {r.score:.2f}\n{r.message}")
                 item.setData(Qt.ItemDataRole.UserRole, r.id)
                 item.setToolTip(f"finding {r.id} ({r.state}): {r.message}")
                 if r.state != "open":
@@ -167,13 +182,19 @@ class FindingsPanel(QWidget):
         self.dismiss_button.setEnabled(usable)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        """With the list focused, F and X/Delete act here instead of as the window's shortcuts."""
+        """With the list focused: Delete dismisses, Esc leaves, navigation keys stay in the list. Nothing
+        else is claimed, so every other key (F = fit) does what the window's key table says."""
         if obj is self.list and event.type() in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress):
             key = event.key()
-            if key in FIX_KEYS or key in DISMISS_KEYS:
+            plain = not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+            if plain and (key in DISMISS_KEYS or key in LIST_KEYS or key == Qt.Key.Key_Escape):
                 if event.type() == QEvent.Type.ShortcutOverride:
-                    event.accept()
+                    event.accept()  # the list gets the key press, not the window's shortcut
                     return True
-                (self.fix_current if key in FIX_KEYS else self.dismiss_current)()
-                return True
+                if key in DISMISS_KEYS:
+                    self.dismiss_current()
+                    return True
+                if key == Qt.Key.Key_Escape:
+                    self.leave_requested.emit()
+                    return True
         return super().eventFilter(obj, event)

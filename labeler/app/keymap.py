@@ -51,7 +51,7 @@ def gesture(name: str, keys: str, description: str) -> None:
 # --- images ------------------------------------------------------------------------------------
 @bind("submit_and_next", ("Return", "Enter"), "Submit the image and go to the next one not yet submitted", "Images")
 def submit_and_next(w: MainWindow) -> None:
-    w.session.submit_and_next()
+    w.submit()  # the submit pipeline: its checks (selected pre-label, unreadable image, lint) may stop it
 
 
 @bind("next_image", ("D", "PgDown"), "Next image", "Images")
@@ -99,9 +99,9 @@ def pick_class(w: MainWindow) -> None:
     w.open_class_picker()
 
 
-@bind("delete_boxes", ("Delete", "Backspace"), "Delete the selected boxes", "Boxes")
+@bind("delete_boxes", ("Delete", "Backspace"), "Delete the selected boxes, or reject the selected pre-labels", "Boxes")
 def delete_boxes(w: MainWindow) -> None:
-    w.session.delete(w.canvas.selected_ids())
+    w.delete_selected()  # selected proposals are rejected, else the selected boxes deleted
 
 
 @bind("select_next_box", ("Tab",), "Select the next box", "Boxes")

@@ -2,11 +2,17 @@
 
 Widgets show what they are given and emit signals; the session turns edits into undoable
 commands and re-reads the database; this module connects the two and owns the image loader.
+
+The window's concerns beyond drawing boxes are typed controllers that `window_runner.build_window`
+sets as attributes (`findings`, `prelabels`; None when left out). They reach the window through named
+seams, never by rewiring each other's actions: Enter runs `submit_pipeline` (ordered before_submit
+checks that may veto, `labeler.app.submit`), Delete rejects selected proposals through `prelabels`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
@@ -26,6 +32,7 @@ from PySide6.QtWidgets import (
 from labeler.app import keymap
 from labeler.app.loader import DecodedImage, ImageLoader
 from labeler.app.session import LabelingSession
+from labeler.app.submit import READABLE, SubmitPipeline, Veto
 from widgets.annotation_list import AnnotationList, AnnotationRow
 from widgets.box_item import BoxSpec
 from widgets.canvas import Canvas
@@ -34,6 +41,10 @@ from widgets.image_list import ImageListPanel
 from widgets.labels_panel import LabelsPanel, LabelSpec
 from widgets.placeholder import ERROR, LOADING
 from widgets.shortcut_sheet import ShortcutSheet
+
+if TYPE_CHECKING:
+    from labeler.app.findings import FindingsController
+    from labeler.app.prelabels import PrelabelController
 
 TOOLBAR = {"previous_image": "◀ Previous", "next_image": "Next ▶", "next_unlabeled": "Next unlabeled",
            "submit_and_next": "Submit ✓", "undo": "Undo", "redo": "Redo", "fit": "Fit", "shortcuts": "Keys (F1)"}
@@ -52,6 +63,8 @@ def _group(title: str, widget: QWidget) -> QGroupBox:
 class MainWindow(QMainWindow):
     image_ready = Signal(int)  # the current image is on the canvas: its pixels, or a placeholder saying why not
     workspace_requested = Signal(str)  # the user chose another workspace folder (Ctrl+O)
+    findings: FindingsController | None = None  # lint on submit and the findings dock
+    prelabels: PrelabelController | None = None  # the model's proposals and refine
 
     def __init__(self, session: LabelingSession, loader: ImageLoader | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -71,6 +84,10 @@ class MainWindow(QMainWindow):
         self._prefetch_timer.setInterval(PREFETCH_DELAY_MS)
         self._prefetch_timer.timeout.connect(self._prefetch)
         self._dialogs: list[QWidget] = []
+        self.unreadable: dict[int, str] = {}  # image id -> why its pixels could not be read (this session)
+        self.submit_pipeline = SubmitPipeline(lambda: self.session.image, self.session.submit_and_next,
+                                              lambda image_id: self.session.ws.image(image_id)["status"])
+        self.submit_pipeline.before_submit("image readable", READABLE, self._check_readable)
         self._build()
         self.actions_by_name = keymap.install(self)
         self._build_toolbar()
@@ -141,6 +158,7 @@ class MainWindow(QMainWindow):
         c.selection_changed.connect(self.annotation_list.set_selected)
         c.cursor_moved.connect(lambda x, y: self.status_cursor.setText(f"x {x:.0f}  y {y:.0f}"))
         c.zoom_changed.connect(lambda z: self.status_zoom.setText(f"{z * 100:.0f} %"))
+        c.draw_refused.connect(self._on_draw_refused)
         self.annotation_list.selection_changed.connect(lambda ids: c.select(ids))
         self.labels_panel.label_activated.connect(self.apply_label)
         self.image_list.row_activated.connect(self._on_row_activated)
@@ -241,9 +259,20 @@ class MainWindow(QMainWindow):
         return self.session.image["id"] if self.session.image else None
 
     def _show(self, decoded: DecodedImage) -> None:
+        self.unreadable.pop(decoded.image_id, None)  # the file was replaced with a good one
         self.canvas.set_image(decoded.levels)
         self.ready_image_id = decoded.image_id
         self.image_ready.emit(decoded.image_id)
+
+    def _on_draw_refused(self, kind: str, message: str) -> None:
+        """A drag or Alt+click on a placeholder: say why nothing is drawn."""
+        img = self.session.image
+        name = Path(img["path"]).name if img else "this image"
+        if kind == LOADING:
+            text = f"{name} is still loading: boxes can be drawn once it is shown"
+        else:
+            text = f"cannot draw on {name}: {message}. Its boxes can be selected and deleted, not drawn or moved"
+        self.statusBar().showMessage(text, 8000)
 
     def _on_loaded(self, image_id: int, decoded: DecodedImage) -> None:
         if image_id == self._current_id():
@@ -253,6 +282,7 @@ class MainWindow(QMainWindow):
         if image_id != self._current_id():
             return
         img = self.session.image
+        self.unreadable[image_id] = message
         self.canvas.set_placeholder(img["width"], img["height"], message, ERROR)
         self.statusBar().showMessage(message, 10000)
         self.ready_image_id = image_id
@@ -266,6 +296,29 @@ class MainWindow(QMainWindow):
             self.annotation_list.set_selected([annotation_id])
 
     # --- actions the key table calls ---------------------------------------------------------
+    def submit(self) -> Veto | None:
+        """Enter: run the submit pipeline; a veto's reason goes to the status bar."""
+        veto = self.submit_pipeline.submit()
+        if veto is not None and veto.reason:
+            self.statusBar().showMessage(veto.reason, 10000)
+        return veto
+
+    def _check_readable(self, image: dict) -> Veto | None:
+        """An image whose pixels could not be read is never submitted as labelled: nobody has seen it."""
+        why = self.unreadable.get(image["id"])
+        if why is None:
+            return None
+        return Veto(f"{Path(image['path']).name} is not submitted: {why}. Nobody can check its boxes; "
+                    "replace the file (it is read again when shown) or skip the image (D)")
+
+    def delete_selected(self) -> None:
+        """Delete: reject the selected proposals when there are any, else delete the selected boxes."""
+        proposals = self.canvas.selected_proposal_ids()
+        if proposals and self.prelabels is not None:
+            self.prelabels.reject(proposals)
+            return
+        self.session.delete(self.canvas.selected_ids())
+
     def use_shortcut(self, key: str) -> None:
         lab = self.session.label_for_shortcut(key)
         if lab is None:

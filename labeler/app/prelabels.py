@@ -30,6 +30,7 @@ from inference.qt_worker import QtPredictionWorker
 from inference.refine import refine_box, refine_click
 from inference.worker import Result
 from labeler.app import keymap
+from labeler.app.submit import SELECTION, Veto
 from projects.imaging import read_image
 
 if TYPE_CHECKING:
@@ -111,22 +112,15 @@ class PrelabelController(QObject):
         self.session.image_changed.connect(self._on_image_changed)
         self.session.annotations_changed.connect(self.render)
         self.session.project_changed.connect(self.render)
-        self._wrap_action("submit_and_next", self.accept_selected)
-        self._wrap_action("delete_boxes", self.reject_selected)
+        # Enter accepts a selected proposal before anything else may stop or run the submit
+        window.submit_pipeline.before_submit("accept selected pre-label", SELECTION, self._accept_before_submit)
         window.installEventFilter(self)
         self.worker.start()
         self._on_image_changed()
 
-    def _wrap_action(self, name: str, first) -> None:
-        """Enter and Delete act on a selected proposal first, else do what they did before."""
-        action = self.w.actions_by_name[name]
-        if name == "submit_and_next" and getattr(self.w, "findings", None) is not None:
-            previous = self.w.findings.submit
-        else:
-            handler = next(b.handler for b in keymap.BINDINGS if b.name == name)
-            previous = lambda: handler(self.w)
-        action.triggered.disconnect()
-        action.triggered.connect(lambda *_: first() or previous())
+    def _accept_before_submit(self, image: dict) -> Veto | None:
+        """The submit check: with a proposal selected, Enter accepts it and the image is not submitted."""
+        return Veto() if self.accept_selected() else None
 
     def eventFilter(self, obj, event) -> bool:
         if obj is self.w and event.type() == QEvent.Type.Close:
@@ -356,34 +350,35 @@ class PrelabelController(QObject):
 
 
 def install(window: MainWindow, worker: QtPredictionWorker | None = None) -> PrelabelController:
-    window.prelabels = PrelabelController(window, worker)
-    return window.prelabels
+    controller = PrelabelController(window, worker)
+    window.prelabels = controller
+    return controller
 
 
 # --- key bindings (rows of the window's one key table) ---------------------------------------------
 @keymap.bind("accept_all_proposals", ("Shift+Return", "Shift+Enter"),
              "Accept every pre-label above the confidence threshold", "Pre-labels")
 def accept_all_proposals(w: MainWindow) -> None:
-    if getattr(w, "prelabels", None):
+    if w.prelabels is not None:
         w.prelabels.accept_all()
 
 
 @keymap.bind("refine_selected", ("R",), "Refine the selected box with the model (shown for Enter to accept)",
              "Pre-labels")
 def refine_selected(w: MainWindow) -> None:
-    if getattr(w, "prelabels", None):
+    if w.prelabels is not None:
         w.prelabels.refine_selected()
 
 
 @keymap.bind("threshold_down", ("[",), "Lower the pre-label confidence threshold by 0.05", "Pre-labels")
 def threshold_down(w: MainWindow) -> None:
-    if getattr(w, "prelabels", None):
+    if w.prelabels is not None:
         w.prelabels.set_threshold(w.prelabels.threshold - 0.05)
 
 
 @keymap.bind("threshold_up", ("]",), "Raise the pre-label confidence threshold by 0.05", "Pre-labels")
 def threshold_up(w: MainWindow) -> None:
-    if getattr(w, "prelabels", None):
+    if w.prelabels is not None:
         w.prelabels.set_threshold(w.prelabels.threshold + 0.05)
 
 

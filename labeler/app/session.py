@@ -15,7 +15,16 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
-from labeler.app.undo import NUDGE_ID, AddAnnotation, AnnotationState, DeleteAnnotations, EditAnnotations, SetStatus
+from labeler.app.undo import (
+    NUDGE_ID,
+    AddAnnotation,
+    AnnotationState,
+    AnswerFindings,
+    DeleteAnnotations,
+    EditAnnotations,
+    SetStatus,
+    WorkspaceCommand,
+)
 from projects.values import Box
 from projects.workspace import Workspace, WorkspaceError
 from widgets.image_list import ImageRow
@@ -175,48 +184,95 @@ class LabelingSession(QObject):
     def add_box(self, box: Box, label_id: int | None = None, provenance: str = "manual",
                 model_id: int | None = None) -> int | None:
         """Add a box to the current image; returns the new annotation id."""
+        cmd = self.add_command(box, label_id, provenance, model_id)
+        if cmd is None:
+            return None
+        self._push(cmd)
+        return cmd.annotation_id
+
+    def change_boxes(self, boxes: dict[int, Box], provenance: str | None = None, nudge: bool = False) -> None:
+        """New boxes for existing annotations (move, resize, nudge); one undo step per gesture."""
+        cmd = self.change_command(boxes, provenance, nudge)
+        if cmd is not None:
+            self._push(cmd)
+
+    def set_label(self, annotation_ids: list[int], label_id: int) -> None:
+        cmd = self.label_command(annotation_ids, label_id)
+        if cmd is not None:
+            self._push(cmd)
+
+    def delete(self, annotation_ids: list[int]) -> None:
+        cmd = self.delete_command(annotation_ids)
+        if cmd is not None:
+            self._push(cmd)
+
+    def answer_findings(self, finding_ids: list[int], state: str, edit: WorkspaceCommand | None = None,
+                        text: str | None = None) -> bool:
+        """Mark lint findings of the current image fixed or dismissed, with the edit that fixes them: one
+        undo step whose redo() writes the edit and the findings' state in one transaction. False when
+        nothing was written (no image, or the step failed: `failed` has said why)."""
+        if not self.image or not finding_ids:
+            return False
+        states = {f["id"]: f["state"] for f in self.ws.lint_findings(self.image["id"])}
+        before = {fid: states[fid] for fid in finding_ids if fid in states}
+        if not before:
+            return False
+        return self._push(AnswerFindings(self.ws, self.image["id"], before, state, edit, text, self._on_applied))
+
+    # --- the commands behind the edits (built here, pushed alone or inside another command) --------
+    def add_command(self, box: Box, label_id: int | None = None, provenance: str = "manual",
+                    model_id: int | None = None) -> AddAnnotation | None:
         label_id = label_id if label_id is not None else self.current_label_id
         if not self.image:
             return None
         if label_id is None:
             self.message.emit(f"project {self.project!r} has no labels: add one before drawing boxes")
             return None
-        cmd = AddAnnotation(self.ws, self.image["id"], label_id, self._clamped(box), provenance, model_id,
-                            self._on_applied)
-        self._push(cmd)
-        return cmd.annotation_id
+        return AddAnnotation(self.ws, self.image["id"], label_id, self._clamped(box), provenance, model_id,
+                             self._on_applied)
 
-    def change_boxes(self, boxes: dict[int, Box], provenance: str | None = None, nudge: bool = False) -> None:
-        """New boxes for existing annotations (move, resize, nudge); one undo step per gesture."""
+    def change_command(self, boxes: dict[int, Box], provenance: str | None = None,
+                       nudge: bool = False) -> EditAnnotations | None:
         changes = {}
         for aid, box in boxes.items():
             before = self._state(aid)
             after = AnnotationState(self._clamped(box), before.label_id, provenance or before.provenance)
             if after != before:
                 changes[aid] = (before, after)
-        if changes and self.image:
-            text = "nudge" if nudge else ("resize box" if len(changes) == 1 else "move boxes")
-            self._push(EditAnnotations(self.ws, self.image["id"], changes, text, self._on_applied,
-                                                 merge_id=NUDGE_ID if nudge else -1))
+        if not changes or not self.image:
+            return None
+        text = "nudge" if nudge else ("resize box" if len(changes) == 1 else "move boxes")
+        return EditAnnotations(self.ws, self.image["id"], changes, text, self._on_applied,
+                               merge_id=NUDGE_ID if nudge else -1)
 
-    def set_label(self, annotation_ids: list[int], label_id: int) -> None:
+    def label_command(self, annotation_ids: list[int], label_id: int) -> EditAnnotations | None:
         changes = {}
         for aid in annotation_ids:
             before = self._state(aid)
             if before.label_id != label_id:
                 changes[aid] = (before, AnnotationState(before.box, label_id, before.provenance))
-        if changes and self.image:
-            name = self.label_by_id[label_id]["name"]
-            self._push(EditAnnotations(self.ws, self.image["id"], changes, f"class → {name}",
-                                                 self._on_applied))
+        if not changes or not self.image:
+            return None
+        name = self.label_by_id[label_id]["name"]
+        return EditAnnotations(self.ws, self.image["id"], changes, f"class → {name}", self._on_applied)
 
-    def delete(self, annotation_ids: list[int]) -> None:
-        if annotation_ids and self.image:
-            self._push(DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied))
+    def delete_command(self, annotation_ids: list[int]) -> DeleteAnnotations | None:
+        if not annotation_ids or not self.image:
+            return None
+        return DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied)
 
-    def _push(self, cmd) -> None:
-        cmd.on_error = self.failed.emit
-        self.undo_stack.push(cmd)
+    def _push(self, cmd: WorkspaceCommand) -> bool:
+        """Push (and so run) a command; False when its write failed (nothing of it is stored)."""
+        ok = True
+
+        def on_error(message: str) -> None:
+            nonlocal ok
+            ok = False
+            self.failed.emit(message)
+
+        cmd.on_error = on_error
+        self.undo_stack.push(cmd)  # a failed command made itself obsolete: Qt has deleted it, do not touch it
+        return ok
 
     def undo(self) -> None:
         if self.undo_stack.canUndo():

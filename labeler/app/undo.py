@@ -155,3 +155,35 @@ class SetStatus(WorkspaceCommand):
 
     def _undo(self) -> None:
         self.ws.set_status(self.image_id, self.before)
+
+
+class AnswerFindings(WorkspaceCommand):
+    """Lint findings answered: fixed by `edit` (add the missed box, take the suggested class, move or delete
+    the box), or dismissed (no edit). redo() writes the edit and the findings' new state in one
+    transaction, undo() puts both back in one, so a finding is open again exactly when its fix is undone.
+    `before` maps each finding id to the state it had (open, as a rule)."""
+
+    def __init__(self, ws: Workspace, image_id: int, before: dict[int, str], state: str,
+                 edit: WorkspaceCommand | None = None, text: str | None = None, on_applied: Applied | None = None):
+        n = len(before)
+        default = f"{'fix' if state == 'fixed' else 'dismiss'} {n} lint finding{'s' if n != 1 else ''}"
+        super().__init__(ws, image_id, text or default, on_applied)
+        self.before, self.state, self.edit = dict(before), state, edit
+
+    def _set_states(self, states: dict[int, str]) -> None:
+        live = {f["id"] for f in self.ws.lint_findings(self.image_id)}  # a re-lint may have replaced open ones
+        for fid, state in states.items():
+            if fid in live:
+                self.ws.set_finding_state(fid, state)
+
+    def _redo(self) -> None:
+        with self.ws.transaction():
+            if self.edit is not None:
+                self.edit._redo()
+            self._set_states({fid: self.state for fid in self.before})
+
+    def _undo(self) -> None:
+        with self.ws.transaction():
+            if self.edit is not None:
+                self.edit._undo()
+            self._set_states(self.before)

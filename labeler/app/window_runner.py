@@ -5,7 +5,6 @@ Kept apart from the command so tests and benchmarks can open a session without a
 
 from __future__ import annotations
 
-import importlib
 import sys
 import traceback
 from pathlib import Path
@@ -62,14 +61,19 @@ def open_session(folder: str | Path, project: str | None = None, image: int | No
         raise
 
 
-# Each module adds one concern to the window through its install(window): lint on submit, pre-labels.
-EXTENSIONS = ("labeler.app.findings", "labeler.app.prelabels")
+def build_window(session: LabelingSession, *, prelabels: bool = True, lint: bool = True) -> MainWindow:
+    """The window and its controllers, each built here by name and set as a typed attribute of the window
+    (`window.prelabels`, `window.findings`; None when left out). The order they are built in changes
+    nothing: the submit pipeline runs its checks by their declared order (`labeler.app.submit`), and no
+    controller rewires another's action. The lint check shares the prediction worker's thread."""
+    from labeler.app.findings import FindingsController
+    from labeler.app.prelabels import PrelabelController
 
-
-def build_window(session: LabelingSession, extensions: tuple[str, ...] = EXTENSIONS) -> MainWindow:
     window = MainWindow(session)
-    for name in extensions:
-        importlib.import_module(name).install(window)
+    if prelabels:
+        window.prelabels = PrelabelController(window)
+    if lint:
+        window.findings = FindingsController(window, window.prelabels.worker if window.prelabels else None)
     return window
 
 
@@ -95,9 +99,8 @@ def screenshot(session: LabelingSession, path: Path, timeout_s: float = 30, size
         window.show()
         if not wait_until_shown(window, timeout_s):
             raise CommandError(f"{path}: the image did not load within {timeout_s:.0f} s; no screenshot written")
-        prelabels = getattr(window, "prelabels", None)
-        if prelabels is not None:
-            prelabels.wait_for_current(timeout_s)
+        if window.prelabels is not None:
+            window.prelabels.wait_for_current(timeout_s)
         if not window.grab().save(str(path)):
             raise CommandError(f"{path}: cannot write the screenshot (unknown image format or unwritable)")
         return path
