@@ -50,7 +50,7 @@ def test_an_empty_image_is_reported_and_the_next_one_gets_pre_labels(qtbot, demo
 def test_a_stopped_worker_never_reads_model_ready(qtbot, demo_ws, tmp_path, monkeypatch):
     monkeypatch.setenv("LABELER_SETTINGS", str(tmp_path / "settings.ini"))
     folder = copy_workspace(demo_ws, tmp_path / "ws")
-    w = build_window(LabelingSession(Workspace.open(folder), "B"), extensions=("labeler.app.findings",))
+    w = build_window(LabelingSession(Workspace.open(folder), "B"), prelabels=False)
     qtbot.addWidget(w)
     worker = QtPredictionWorker(tmp_path / "gone", threads=1)  # its workspace cannot be opened: the thread ends
     ctl = prelabels.install(w, worker)

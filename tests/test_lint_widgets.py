@@ -52,12 +52,13 @@ def test_click_zooms_and_buttons_fix_or_dismiss(qtbot):
     assert not p.fix_button.isEnabled() and not p.dismiss_button.isEnabled()  # already answered
 
 
-def test_keys_fix_and_dismiss_even_where_the_window_binds_them(qtbot):
-    """F is the window's 'fit' and Delete its 'delete boxes': with the list focused they act on findings."""
+def test_list_focus_rules_leave_f_to_the_window(qtbot):
+    """F is the window's 'fit' whatever has the focus (the fix has its own window key, Shift+F); with the list
+    focused, Delete dismisses, the arrows move between findings (never the window's nudge) and Esc leaves."""
     win = QMainWindow()
     qtbot.addWidget(win)
     fired = []
-    for key, name in (("F", "fit"), ("Delete", "delete")):
+    for key, name in (("F", "fit"), ("Delete", "delete"), ("Down", "nudge down"), ("Esc", "escape")):
         action = QAction(name, win)
         action.setShortcut(QKeySequence(key))
         action.triggered.connect(lambda *_, n=name: fired.append(n))
@@ -68,19 +69,25 @@ def test_keys_fix_and_dismiss_even_where_the_window_binds_them(qtbot):
     win.show()
     qtbot.waitExposed(win)
     win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow)  # window shortcuts fire only in the active window
     p.list.setFocus()
     p.select_first_open()
     assert p.current_id() == 2
-    with qtbot.waitSignal(p.fix_requested) as fix:
-        QTest.keyClick(p.list, Qt.Key.Key_F)
-    assert fix.args == [2]
+    fixes = []
+    p.fix_requested.connect(fixes.append)
+    QTest.keyClick(p.list, Qt.Key.Key_F)
+    assert fired == ["fit"] and fixes == []
     with qtbot.waitSignal(p.dismiss_requested) as dismiss:
         QTest.keyClick(p.list, Qt.Key.Key_Delete)
     assert dismiss.args == [2]
     with qtbot.waitSignal(p.zoom_requested) as zoom:
         QTest.keyClick(p.list, Qt.Key.Key_Down)
     assert zoom.args[0] == 1
-    assert fired == []
+    with qtbot.waitSignal(p.leave_requested):
+        QTest.keyClick(p.list, Qt.Key.Key_Escape)
+    assert fired == ["fit"]
+    p.fix_button.click()
+    assert fixes == [1]
 
 
 def test_banner(qtbot):
