@@ -140,15 +140,20 @@ class PredictionService:
 
     def request(self, image_id: int, priority: Priority = Priority.VISIBLE) -> None:
         with self._cv:
-            old = self._pending.get(image_id)
-            if old is not None and not old.cancelled:
-                if old.priority <= priority:
-                    return
-                old.cancelled = True
-            req = _Request(int(priority), next(self._seq), image_id)
-            self._pending[image_id] = req
-            heapq.heappush(self._heap, req)
-            self._cv.notify()
+            ended = self.stopped_reason  # checked and queued under one lock: _end cannot slip in between
+            if ended is None:
+                old = self._pending.get(image_id)
+                if old is not None and not old.cancelled:
+                    if old.priority <= priority:
+                        return
+                    old.cancelled = True
+                req = _Request(int(priority), next(self._seq), image_id)
+                self._pending[image_id] = req
+                heapq.heappush(self._heap, req)
+                self._cv.notify()
+        if ended is not None:  # the thread is gone: answer now, nobody would later
+            self._emit(_Request(int(priority), next(self._seq), image_id),
+                       Result(image_id, self.model_id, self.model_version, [], False, ended))
 
     def request_many(self, image_ids: Iterable[int], priority: Priority = Priority.BACKGROUND) -> None:
         for i in image_ids:
@@ -160,8 +165,12 @@ class PredictionService:
         The predictor is None when no model is loaded; the job decides what to do then."""
         fut: Future = Future()
         with self._cv:
-            heapq.heappush(self._heap, _Request(int(priority), next(self._seq), None, job=job, future=fut))
-            self._cv.notify()
+            ended = self.stopped_reason
+            if ended is None:
+                heapq.heappush(self._heap, _Request(int(priority), next(self._seq), None, job=job, future=fut))
+                self._cv.notify()
+        if ended is not None:  # the thread is gone: answer now, nobody would later
+            fut.set_exception(RuntimeError(ended))
         return fut
 
     def cancel(self, image_id: int) -> None:

@@ -154,10 +154,15 @@ def test_a_worker_that_cannot_start_answers_everyone(tmp_path):
                                          loader=lambda p, t: FakePredictor()), timeout=30)
     assert not run.loaded and "cannot open the workspace" in run.reason()
     assert len(run.errors) == 3 and all("cannot open the workspace" in e for e in run.errors)
-    svc, _, _ = service(tmp_path / "nowhere")
+    svc, results, _ = service(tmp_path / "nowhere")
     fut = svc.start().call(lambda predictor: "never runs")
     with pytest.raises(RuntimeError, match="cannot open the workspace"):
         fut.result(30)
+    svc._thread.join(30)
+    svc.request(7)  # asked after the thread ended: answered at once, not queued for nobody
+    assert svc.wait_idle(5) and [(r.image_id, "cannot open the workspace" in r.error) for r in results] == [(7, True)]
+    with pytest.raises(RuntimeError, match="cannot open the workspace"):
+        svc.call(lambda predictor: "never runs").result(5)
 
 
 # --- the command line: predict and lint go on past a bad image, and say which ------------------------
