@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 
 from projects.errors import LabelerError, shorten
 from projects.image_header import FORMATS, HeaderError, image_size
+from projects.untrusted import FileTooLarge, NotRegularFile, open_regular, read_file
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_PIXELS_ENV = "LABELER_MAX_PIXELS"
@@ -153,55 +156,35 @@ def find_images(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def _not_regular(path: str | Path, mode: int) -> ImageError:
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-    return ImageError(f"{path}: {kind}, not an image file (only regular files are read)")
-
-
 def _too_many_bytes(path: str | Path, cap: int) -> ImageError:
     return ImageError(f"{path}: file too large (over {cap:,} bytes; set {MAX_BYTES_ENV} to raise the limit)")
 
 
-def _open_regular(path: str | Path):
-    """Open a regular file for reading, never blocking: a FIFO, device, socket or folder is refused first."""
+def _image_error(path: str | Path, e: BaseException) -> ImageError:
+    """One line for what projects.untrusted refuses or the OS reports, in the words of an image file."""
+    if isinstance(e, NotRegularFile):
+        return ImageError(f"{path}: {e.kind}, not an image file (only regular files are read)")
+    if isinstance(e, FileTooLarge):
+        return _too_many_bytes(path, e.limit)
+    if isinstance(e, FileNotFoundError):
+        return ImageError(f"{path}: file not found")
+    if isinstance(e, ValueError):  # an embedded NUL in the name
+        return ImageError(f"{shorten(str(path), 200)}: not a valid file name ({e})")
+    return ImageError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})")
+
+
+@contextmanager
+def _open_regular(path: str | Path) -> Iterator[BinaryIO]:
     try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISREG(mode):
-            # O_NONBLOCK: should the path be swapped for a FIFO after the stat, open() still returns at once
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-                         | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError as e:
-        raise ImageError(f"{path}: file not found") from e
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
-    except ValueError as e:  # an embedded NUL in the name
-        raise ImageError(f"{shorten(str(path), 200)}: not a valid file name ({e})") from e
-    if not stat.S_ISREG(mode):
-        raise _not_regular(path, mode)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(path, st.st_mode)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        f = open_regular(path)
+    except (OSError, ValueError) as e:
+        raise _image_error(path, e) from e
+    with f:
+        yield f
 
 
 def _read_bytes(path: str | Path) -> bytes:
-    cap = max_bytes()
-    with _open_regular(path) as f:
-        try:
-            size = os.fstat(f.fileno()).st_size
-            if size > cap:
-                raise _too_many_bytes(path, cap)
-            data = f.read(size + 1)  # read(n) allocates n bytes up front: ask for what the file holds
-        except OSError as e:
-            raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
-    if len(data) > size:
-        raise ImageError(f"{path}: the file grew while it was read (still being written?)")
-    return data
+    try:
+        return read_file(path, max_bytes())
+    except (OSError, ValueError) as e:
+        raise _image_error(path, e) from e

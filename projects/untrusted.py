@@ -2,7 +2,7 @@
 
 Two dangers that a plain `Path.read_text()` and `yaml.safe_load()` let through:
 - a path that is not a regular file: a FIFO blocks the reader forever, `/dev/zero` is read until memory
-  runs out. `read_file` opens without blocking and refuses anything but a regular file.
+  runs out. `open_regular`/`read_file` open without blocking and refuse anything but a regular file.
 - a YAML alias bomb: nine levels of nine aliases is a 2 KB file that *means* 387 million strings.
   `safe_load` itself stays cheap (aliases share one object), but every consumer that walks or prints
   the value pays the full expansion (a `repr` in an error message was 226 MB). `load_yaml` refuses
@@ -20,7 +20,7 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -29,21 +29,61 @@ MAX_ALIASES = 1_000
 MAX_NODES = 1_000_000  # scalars, lists and mappings once every alias is expanded
 
 
-def read_file(path: str | Path, max_bytes: int | None = None) -> bytes:
-    """A regular file's bytes; OSError for anything else (FIFO, device, folder) or one over `max_bytes`.
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+class NotRegularFile(OSError):
+    """The path is a FIFO, socket, device or folder; `kind` says which ("a FIFO (named pipe)")."""
+
+    def __init__(self, path: str | Path, mode: int):
+        self.kind = next((name for test, name in KINDS if test(mode)), "not a regular file")
+        super().__init__(errno.EINVAL, f"not a regular file ({self.kind})", str(path))
+
+
+class FileTooLarge(OSError):
+    def __init__(self, path: str | Path, limit: int):
+        self.limit = limit
+        super().__init__(errno.EFBIG, f"over the limit of {limit:,} bytes", str(path))
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """A regular file opened for reading; NotRegularFile for anything else, never blocking.
 
     Opening with O_NONBLOCK returns at once even for a FIFO without a writer; `fstat` on the open
     descriptor then says what it really is (no race between a check and the open)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
-            raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
-        data = f.read() if max_bytes is None else f.read(max_bytes + 1)  # the size may change after fstat
-        if max_bytes is not None and len(data) > max_bytes:
-            raise OSError(errno.EFBIG, f"over the limit of {max_bytes:,} bytes", str(path))
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+             | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # a socket cannot be opened at all (ENXIO): say what it is rather than "no such device"
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, mode) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_file(path: str | Path, max_bytes: int | None = None) -> bytes:
+    """A regular file's bytes; OSError for anything else (NotRegularFile) or one over `max_bytes`
+    (FileTooLarge), checked on the file's size before anything is read."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLarge(path, max_bytes)
+        data = f.read(size + 1)  # read(n) allocates n bytes up front: ask for what the file holds
+        if len(data) > size:  # it grew since the fstat (still being written)
+            rest = f.read() if max_bytes is None else f.read(max_bytes + 1 - len(data))
+            data += rest
+            if max_bytes is not None and len(data) > max_bytes:
+                raise FileTooLarge(path, max_bytes)
         return data
 
 

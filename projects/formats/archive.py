@@ -13,10 +13,8 @@ entries the manifest names are extracted, each checked against its SHA-256.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import re
 import stat
 import zipfile
@@ -38,6 +36,7 @@ from projects.formats.common import (
 )
 from projects.formats.registry import Format, ReadContext, register
 from projects.schema import PROVENANCES, STATUSES
+from projects.untrusted import open_regular
 
 MANIFEST = "manifest.json"
 KIND = "labeler-project-archive"
@@ -106,7 +105,7 @@ def write_archive(data: ExportData, out: Path) -> None:
 # --- reading -------------------------------------------------------------------------------------
 def read_archive(path: Path, staging: Path, limits: Limits = LIMITS) -> Dataset:
     try:
-        f = _open_regular(path)
+        f = open_regular(path)
     except OSError as e:
         raise FormatError(path, "", f"cannot read ({e.strerror or e})") from e
     with f:
@@ -202,17 +201,6 @@ def _extract(z: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, path: Path
             h.update(chunk)
             out.write(chunk)
     return h.hexdigest()
-
-
-def _open_regular(path: Path) -> Any:
-    """The archive opened for reading, refused unless it is a regular file (a FIFO would block, a device
-    never end); opened without blocking and checked on the open descriptor."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    f = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        f.close()
-        raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder)", str(path))
-    return f
 
 
 def _str(v: Any, src: str, where: str, optional: bool = True) -> str | None:
