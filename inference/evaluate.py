@@ -43,6 +43,7 @@ DEFAULT_SCORE = 0.3
 # pycocotools' 12 summary figures (COCOeval.stats, in its order), by the names detectron2 and papers use:
 # AP over IoU .50:.95 / at .50 / at .75 / on small, medium, large objects; AR with at most 1, 10, 100
 # detections per image, and AR (100 detections) on small, medium, large objects.
+AT_PRECISION = (0.9,)  # recall at these precisions, per class (recall_at_p90)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -62,10 +63,14 @@ class EvalResult:
     per_project: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds_per_image: float | None = None
     coco: dict[str, float | None] = field(default_factory=dict)  # COCO_STATS -> figure (None: nothing to score)
+    # How tight the boxes are, apart from whether they are found: over ground-truth boxes matched at IoU 0.5 by a
+    # detection scoring >= score_threshold, the IoU of that match (matched, iou>=0.9, iou>=0.95, median_iou)
+    localisation: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         out = {"mAP50": self.map50, "mAP": self.map, "recall": self.recall, "score_threshold": self.score_threshold,
-               "images": self.images, "gt_boxes": self.gt_boxes, "coco": self.coco, "per_node": self.per_category}
+               "images": self.images, "gt_boxes": self.gt_boxes, "coco": self.coco, "per_node": self.per_category,
+               "localisation": self.localisation}
         if self.per_project:
             out["per_project"] = self.per_project
         if self.seconds_per_image is not None:
@@ -133,6 +138,7 @@ def coco_evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], score_threshol
     precision = E.eval["precision"]  # [T, R, K, A, M]
     found: dict[int, int] = {c: 0 for c in cats}
     total: dict[int, int] = {c: 0 for c in cats}
+    ious: list[float] = []
     all_range = list(E.params.areaRng[0])
     for e in E.evalImgs:
         if e is None or list(e["aRng"]) != all_range:
@@ -146,6 +152,7 @@ def coco_evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], score_threshol
             dt = int(e["gtMatches"][0, j])
             if dt and scores.get(dt, -1.0) >= score_threshold:
                 found[c] += 1
+                ious.append(_iou_xywh(coco_gt.anns[e["gtIds"][j]]["bbox"], coco_dt.anns[dt]["bbox"]))
     per: dict[str, dict[str, float]] = {}
     for k, c in enumerate(cats):
         p_all = precision[:, :, k, 0, -1]
@@ -153,12 +160,39 @@ def coco_evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], score_threshol
         per[names.get(c, str(c))] = {
             "ap50": float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else float("nan"),
             "ap": float(np.mean(p_all[p_all > -1])) if (p_all > -1).any() else float("nan"),
-            "recall": found[c] / total[c] if total[c] else float("nan"), "gt": total[c]}
+            "recall": found[c] / total[c] if total[c] else float("nan"), "gt": total[c],
+            **{f"recall_at_p{int(100 * q)}": _recall_at_precision(p50, E.params.recThrs, q) for q in AT_PRECISION}}
     n_gt = sum(total.values())
     return EvalResult(map50=float(E.stats[1]), map=float(E.stats[0]),
                       recall=sum(found.values()) / n_gt if n_gt else float("nan"), score_threshold=score_threshold,
                       per_category=per, images=len(gt["images"]), gt_boxes=n_gt,
-                      coco={k: float(v) if v > -1 else None for k, v in zip(COCO_STATS, E.stats)})
+                      coco={k: float(v) if v > -1 else None for k, v in zip(COCO_STATS, E.stats)},
+                      localisation=_localisation(ious))
+
+
+def _iou_xywh(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _recall_at_precision(p50: np.ndarray, recall_thresholds: np.ndarray, q: float) -> float:
+    """The highest recall at which the (interpolated) precision at IoU 0.5 is still >= q; threshold-free, so a
+    model is judged as if each class had its own best threshold. NaN when the class has no ground truth."""
+    if not (p50 > -1).any():
+        return float("nan")
+    ok = p50 >= q
+    return float(recall_thresholds[ok].max()) if ok.any() else 0.0
+
+
+def _localisation(ious: list[float]) -> dict[str, float]:
+    if not ious:
+        return {"matched": 0, "iou>=0.9": float("nan"), "iou>=0.95": float("nan"), "median_iou": float("nan")}
+    a = np.asarray(ious)
+    return {"matched": int(a.size), "iou>=0.9": float((a >= 0.9).mean()), "iou>=0.95": float((a >= 0.95).mean()),
+            "median_iou": float(np.median(a))}
 
 
 def evaluate_files(gt_path: str | Path, dets_path: str | Path, score_threshold: float = DEFAULT_SCORE) -> EvalResult:

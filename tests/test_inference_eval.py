@@ -151,3 +151,22 @@ def test_ground_truth_eval_uses_every_object_and_its_ancestors(demo_ws):
         assert "cyclist" not in r.per_category  # no project labels it: no model can learn it
         n_people = sum(1 for objs in rows for n, _ in objs if n == "person")
         assert r.per_category["person"]["gt"] == n_people > 0
+
+
+def test_localisation_of_found_boxes_and_recall_at_fixed_precision():
+    """Box tightness is scored apart from detection: only matched boxes above the threshold count."""
+    gt = {"images": [{"id": 1, "width": 200, "height": 200}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": [40 * k, 0, 20, 20]}
+                          for k in range(4)]}
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.9},     # IoU 1
+            {"image_id": 1, "category_id": 1, "bbox": [40, 0, 20, 19], "score": 0.8},    # IoU 0.95
+            {"image_id": 1, "category_id": 1, "bbox": [80, 0, 20, 14], "score": 0.7},    # IoU 0.7
+            {"image_id": 1, "category_id": 1, "bbox": [120, 0, 20, 20], "score": 0.1},   # below the threshold
+            {"image_id": 1, "category_id": 1, "bbox": [0, 100, 20, 20], "score": 0.75}]  # a false positive
+    r = coco_evaluate(gt, dets, score_threshold=0.3)
+    assert r.localisation["matched"] == 3
+    assert r.localisation["iou>=0.9"] == pytest.approx(2 / 3) and r.localisation["iou>=0.95"] == pytest.approx(2 / 3)
+    assert r.localisation["median_iou"] == pytest.approx(0.95)
+    # ranked: TP, TP, FP, TP, TP -> precision >= 0.9 holds up to recall 0.5 only
+    assert r.per_category["a"]["recall_at_p90"] == pytest.approx(0.5)
+    assert r.summary()["localisation"]["matched"] == 3

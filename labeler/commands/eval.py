@@ -23,9 +23,14 @@ def _print(result, title: str) -> None:
         print(f"  AP75 {_fmt(c['AP75'])}   AP small/medium/large {_fmt(c['APs'])} {_fmt(c['APm'])} {_fmt(c['APl'])}   "
               f"AR1/10/100 {_fmt(c['AR1'])} {_fmt(c['AR10'])} {_fmt(c['AR100'])}   "
               f"AR small/medium/large {_fmt(c['ARs'])} {_fmt(c['ARm'])} {_fmt(c['ARl'])}")
-    print(f"  {'node':<20} {'AP50':>6} {'AP':>6} {'recall':>7} {'gt':>5}")
+    loc = result.localisation
+    if loc.get("matched"):
+        print(f"  localisation of the {loc['matched']} boxes found: IoU>=0.9 {_fmt(loc['iou>=0.9'])}   "
+              f"IoU>=0.95 {_fmt(loc['iou>=0.95'])}   median IoU {_fmt(loc['median_iou'])}")
+    print(f"  {'node':<20} {'AP50':>6} {'AP':>6} {'recall':>7} {'R@P90':>6} {'gt':>5}")
     for name, r in result.per_category.items():
-        print(f"  {name:<20} {_fmt(r['ap50']):>6} {_fmt(r['ap']):>6} {_fmt(r['recall']):>7} {r['gt']:>5}")
+        print(f"  {name:<20} {_fmt(r['ap50']):>6} {_fmt(r['ap']):>6} {_fmt(r['recall']):>7} "
+              f"{_fmt(r.get('recall_at_p90', float('nan'))):>6} {r['gt']:>5}")
     for name, r in result.per_project.items():
         print(f"  project {name} (on {', '.join(r['nodes'])}): mAP@0.5 {_fmt(r['mAP50'])}, mAP {_fmt(r['mAP'])}, "
               f"recall {_fmt(r['recall'])}, {r['images']} images")
