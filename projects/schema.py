@@ -147,5 +147,55 @@ def _v4(db: Database) -> None:
     db.execute("DELETE FROM predicted_images")
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4]
+TRAINER_STATES = ("starting", "training", "evaluating", "waiting", "stopping", "stopped", "failed")
+
+
+def _v5(db: Database) -> None:
+    """Continuous training (issue 11): the follow trainer's status row and its checkpoint log.
+
+    * `trainer_runs`: one row per `labeler train --follow` run, updated by the trainer (a heartbeat every few
+      seconds: state, steps, loss, images in the stream) and read by the window's status bar. The window asks
+      a run to stop by setting `stop_requested_at`; the trainer, wherever it runs, polls it and stops cleanly.
+    * `training_checkpoints`: every checkpoint the trainer evaluated, whether it was registered or not: its
+      figure and the current model's on the same frozen set (the gate), per-cohort figures, the decision.
+    Model ids are plain integers here, not foreign keys: `labeler models remove` must stay possible.
+    """
+    db["trainer_runs"].create({
+        "id": int, "out": str, "host": str, "pid": int, "state": str, "config": str, "started_at": str,
+        "updated_at": str, "ended_at": str, "steps": int, "images_seen": int, "pool_images": int,
+        "new_images": int, "loss": float, "images_per_s": float, "checkpoints": int, "registered": int,
+        "model_id": int, "message": str, "stop_requested_at": str}, pk="id",
+        not_null=["out", "state", "started_at", "updated_at"],
+        defaults={"config": "{}", "steps": 0, "images_seen": 0, "pool_images": 0, "new_images": 0,
+                  "checkpoints": 0, "registered": 0})
+    db["training_checkpoints"].create({
+        "id": int, "run_id": int, "created_at": str, "version": str, "steps": int, "images_seen": int,
+        "pool_images": int, "loss": float, "seconds": float, "eval_images": int, "metric": str,
+        "candidate": float, "incumbent": float, "incumbent_model_id": int, "registered_model_id": int,
+        "decision": str, "figures": str}, pk="id", not_null=["run_id", "created_at", "decision"],
+        defaults={"figures": "{}"}, foreign_keys=[("run_id", "trainer_runs", "id")])
+    db["training_checkpoints"].create_index(["run_id", "id"])
+
+
+PROPOSAL_DECISIONS = ("accepted", "adjusted", "rejected")  # what the annotator did with a pre-label
+
+
+def _v6(db: Database) -> None:
+    """Pre-label decisions (issue 14): a proposal accepted, adjusted or rejected stays answered when the
+    workspace is opened again, for the model version that proposed it (a newer model may propose again).
+
+    `proposal_decisions` holds the detection as the model gave it (node and box, as in `predictions`), so
+    it is matched to that model's cached detections of the image. Idempotent (`if_not_exists`): a file whose
+    user_version was set back re-runs it harmlessly.
+    """
+    db["proposal_decisions"].create({
+        "id": int, "image_id": int, "model_id": int, "node_id": int, "x1": float, "y1": float, "x2": float,
+        "y2": float, "decision": str, "author": str, "created_at": str}, pk="id",
+        not_null=["image_id", "model_id", "node_id", "x1", "y1", "x2", "y2", "decision", "created_at"],
+        foreign_keys=[("image_id", "images", "id"), ("model_id", "models", "id"), ("node_id", "nodes", "id")],
+        if_not_exists=True)
+    db["proposal_decisions"].create_index(["image_id", "model_id"], if_not_exists=True)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
