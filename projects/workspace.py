@@ -24,7 +24,15 @@ from sqlite_utils import Database
 from projects.connection import connect, identify
 from projects.errors import WorkspaceError
 from projects.imaging import ImageError, ImageInfo, find_images, probe_image
-from projects.schema import APP_ID, FINDING_STATES, MIGRATIONS, PROVENANCES, SCHEMA_VERSION, STATUSES
+from projects.schema import (
+    APP_ID,
+    FINDING_STATES,
+    MIGRATIONS,
+    PROPOSAL_DECISIONS,
+    PROVENANCES,
+    SCHEMA_VERSION,
+    STATUSES,
+)
 from projects.split import split_bucket
 from projects.taxonomy import (
     PALETTE,
@@ -438,7 +446,8 @@ class Workspace:
             usage = self.model_usage(row["id"])
             for sql in ("DELETE FROM predictions WHERE model_id=?", "DELETE FROM predicted_images WHERE model_id=?",
                         "DELETE FROM lint_findings WHERE model_id=? AND state='open'",
-                        "DELETE FROM lint_images WHERE model_id=?"):
+                        "DELETE FROM lint_images WHERE model_id=?",
+                        "DELETE FROM proposal_decisions WHERE model_id=?"):
                 self.db.execute(sql, [row["id"]])
             kept = bool(usage["annotations"] or usage["answered_findings"])
             if kept:
@@ -468,6 +477,36 @@ class Workspace:
         return [dict(r) for r in self._rows(
             "SELECT p.*, n.name AS node FROM predictions p JOIN nodes n ON n.id = p.node_id "
             "WHERE p.image_id=? AND p.model_id=? ORDER BY p.score DESC", [image_id, model_id])]
+
+    # --- pre-label decisions -----------------------------------------------------------------
+    def add_proposal_decisions(self, image_id: int, model_id: int, detections: Iterable[tuple[str, Box]],
+                               decision: str, author: str | None = None) -> list[int]:
+        """Record what the annotator did with these detections (node, box as the model gave them) of one
+        image by one model version; returns the new rows' ids (undo removes them)."""
+        if decision not in PROPOSAL_DECISIONS:
+            raise WorkspaceError(f"unknown decision {decision!r} (one of {', '.join(PROPOSAL_DECISIONS)})")
+        nodes, t, ids = self.node_ids(), now(), []
+        with self.db.atomic():
+            for node, box in detections:
+                if node not in nodes:
+                    raise WorkspaceError(f"unknown super-taxonomy node {node!r}")
+                x1, y1, x2, y2 = (float(v) for v in box)
+                ids.append(self.db["proposal_decisions"].insert({
+                    "image_id": image_id, "model_id": model_id, "node_id": nodes[node], "x1": x1, "y1": y1,
+                    "x2": x2, "y2": y2, "decision": decision, "author": author or default_author(),
+                    "created_at": t}).last_pk)
+        return ids
+
+    def remove_proposal_decisions(self, decision_ids: Iterable[int]) -> None:
+        with self.db.atomic():
+            for did in decision_ids:
+                self.db.execute("DELETE FROM proposal_decisions WHERE id=?", [did])
+
+    def proposal_decisions(self, image_id: int, model_id: int) -> list[dict[str, Any]]:
+        """The decisions on one image's proposals by one model version: node, x1..y2, decision."""
+        return list(self._rows(
+            "SELECT d.*, n.name AS node FROM proposal_decisions d JOIN nodes n ON n.id = d.node_id "
+            "WHERE d.image_id=? AND d.model_id=? ORDER BY d.id", [image_id, model_id]))
 
     # --- reading ---------------------------------------------------------------------------
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:

@@ -109,7 +109,7 @@ def test_enter_accepts_the_selected_proposal_and_undo_restores_it(window, db, qt
     QTest.keyClick(window.canvas, Qt.Key.Key_Return)
     (row,) = [a for a in db.annotations(image_id) if a["provenance"] == "prelabel_accepted"]
     assert row["label"] == prop.label and row["model_id"] == db.latest_model()["id"]
-    assert (row["x1"], row["y1"]) == pytest.approx(prop.box[:2], abs=0.01)
+    assert (row["x1"], row["y1"]) == pytest.approx(prop.box[:2], abs=0.5)  # whole pixels
     assert pid not in window.canvas.proposal_boxes()
     assert window.session.image["id"] == image_id  # Enter accepted; it did not submit
     QTest.keyClick(window.canvas, Qt.Key.Key_Z, CTRL)
@@ -129,7 +129,7 @@ def test_shift_enter_accepts_all_above_threshold_as_one_undo_step(window, db, qt
     assert len(window.canvas.proposal_boxes()) == n
 
 
-def test_delete_rejects_a_proposal_without_writing(window, db, qtbot):
+def test_delete_rejects_a_proposal_without_touching_annotations(window, db, qtbot):
     wait_proposals(qtbot, window)
     image_id = window.session.image["id"]
     before = db.annotations(image_id, include_deleted=True)
@@ -149,7 +149,8 @@ def test_dragging_a_proposal_makes_an_adjusted_annotation(window, db, qtbot):
     dx, dy = (6 if c[0] < w / 2 else -6), (4 if c[1] < h / 2 else -4)  # towards the middle: never clamped
     drag(window.canvas, c, (c[0] + dx, c[1] + dy))
     (row,) = [a for a in db.annotations(window.session.image["id"]) if a["provenance"] == "prelabel_adjusted"]
-    assert row["x1"] == pytest.approx(box[0] + dx, abs=1.01) and row["y1"] == pytest.approx(box[1] + dy, abs=1.01)
+    # the drag moves by whole view-mapped pixels (±1), then the store keeps whole pixels (±0.5)
+    assert row["x1"] == pytest.approx(box[0] + dx, abs=1.51) and row["y1"] == pytest.approx(box[1] + dy, abs=1.51)
     assert pid not in window.canvas.proposal_boxes()
 
 
@@ -164,7 +165,7 @@ def test_alt_click_refines_to_a_proposal_and_enter_accepts_it(window, db, qtbot)
     assert window.canvas.selected_proposal_ids() == [REFINED_ID]
     QTest.keyClick(window.canvas, Qt.Key.Key_Return)
     (row,) = [a for a in db.annotations(image_id) if a["provenance"] == "refined"]
-    assert (row["x1"], row["y1"], row["x2"], row["y2"]) == pytest.approx(refined, abs=0.01)
+    assert (row["x1"], row["y1"], row["x2"], row["y2"]) == pytest.approx(refined, abs=0.5)  # whole pixels
     assert row["label"] in {lab["name"] for lab in db.labels("B")}
 
 

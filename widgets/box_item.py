@@ -45,6 +45,8 @@ class BoxItem(QGraphicsItem):
         self.score = spec.score
         self._rect = QRectF(QPointF(spec.box[0], spec.box[1]), QPointF(spec.box[2], spec.box[3]))
         self._scale = 1.0  # view scale (screen px per image px), set by the canvas
+        self._tag_pos: QPointF | None = None  # the tag's top-left from the box's, in screen px (None: above it)
+        self._tag_size: tuple[str, float, float] | None = None  # (text, width, height) in screen px
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, True)
         self.setZValue(20 if style == PROPOSAL else 10)
 
@@ -53,6 +55,7 @@ class BoxItem(QGraphicsItem):
         """Take new data; repaint only when something shown changed (an edit re-sends every box)."""
         color = QColor(spec.color)
         if (spec.label, color, spec.score) != (self.label, self.color, self.score):
+            self.prepareGeometryChange()  # the tag's width may change with its text
             self.label, self.color, self.score = spec.label, color, spec.score
             self.update()
         self.set_box(spec.box)
@@ -109,7 +112,13 @@ class BoxItem(QGraphicsItem):
     def boundingRect(self) -> QRectF:
         m = self._margin()
         text_h = 22.0 / self._scale  # the label tag above the box
-        return self._rect.adjusted(-m, -m - text_h, m + 200.0 / self._scale, m)
+        rect = self._rect.adjusted(-m, -m - text_h, m + 200.0 / self._scale, m)
+        if self._tag_pos is not None:
+            tag = self.tag_rect()
+            s = self._scale
+            rect = rect.united(QRectF(self._rect.left() + tag.x() / s, self._rect.top() + tag.y() / s,
+                                      tag.width() / s, tag.height() / s).adjusted(-m, -m, m, m))
+        return rect
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         selected = self.isSelected()
@@ -131,22 +140,53 @@ class BoxItem(QGraphicsItem):
             return f"{self.label} {self.score:.2f}"
         return self.label
 
+    def _font(self) -> QFont:
+        font = QFont()
+        font.setPixelSize(12)
+        font.setBold(self.style == PROPOSAL)
+        return font
+
+    def tag_size(self) -> tuple[float, float]:
+        """The tag's width and height on screen (pixels, whatever the zoom)."""
+        text = self.tag_text()
+        if self._tag_size is None or self._tag_size[0] != text:
+            fm = QFontMetricsF(self._font())
+            self._tag_size = (text, fm.horizontalAdvance(text) + 8 if text else 0.0, fm.height() + 2)
+        return self._tag_size[1], self._tag_size[2]
+
+    def tag_pos(self) -> QPointF | None:
+        return None if self._tag_pos is None else QPointF(self._tag_pos)
+
+    def set_tag_pos(self, pos: QPointF | None) -> None:
+        """Where the canvas placed the tag so that it hides no other tag: its top-left relative to the box's
+        top-left corner, in screen pixels (None: the default, just above the corner)."""
+        if pos != self._tag_pos:
+            self.prepareGeometryChange()
+            self._tag_pos = None if pos is None else QPointF(pos)
+            self.update()
+
+    def tag_rect(self) -> QRectF:
+        """The tag in screen pixels relative to the box's top-left corner (tests check tags never overlap)."""
+        w, h = self.tag_size()
+        pos = self._tag_pos if self._tag_pos is not None else QPointF(0.0, -h)
+        return QRectF(pos.x(), pos.y(), w, h)
+
     def _paint_tag(self, painter: QPainter) -> None:
-        """The label (and score) in a small tag above the box's top-left corner, at screen size."""
+        """The label (and score) in a small tag at screen size: above the box's top-left corner, or where
+        the canvas placed it so that it hides no other box's tag."""
         text = self.tag_text()
         if not text:
             return
         painter.save()
         anchor = painter.worldTransform().map(self._rect.topLeft())
         painter.resetTransform()
-        font = QFont()
-        font.setPixelSize(12)
-        font.setBold(self.style == PROPOSAL)
-        painter.setFont(font)
-        fm = QFontMetricsF(font)
-        w, h = fm.horizontalAdvance(text) + 8, fm.height() + 2
-        top = anchor.y() - h if anchor.y() - h >= 0 else anchor.y()
-        tag = QRectF(anchor.x(), top, w, h)
+        painter.setFont(self._font())
+        w, h = self.tag_size()
+        if self._tag_pos is not None:
+            tag = QRectF(anchor.x() + self._tag_pos.x(), anchor.y() + self._tag_pos.y(), w, h)
+        else:
+            top = anchor.y() - h if anchor.y() - h >= 0 else anchor.y()
+            tag = QRectF(anchor.x(), top, w, h)
         bg = QColor(self.color)
         if self.style == PROPOSAL:
             painter.setPen(QPen(self.color, 1, Qt.PenStyle.DashLine))

@@ -38,6 +38,8 @@ from widgets.placeholder import ERROR, LOADING, PlaceholderItem
 
 MIN_BOX = 2.0  # a drag smaller than this (image pixels) is a click, not a box
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
+TAG_LAYOUT_MAX = 400  # above this many boxes on one image, tags keep their default place (layout cost)
+TAG_CELL = 128.0  # screen px: the grid that finds a tag's neighbours
 
 
 def _spec(p: BoxSpec | Sequence) -> BoxSpec:
@@ -188,6 +190,47 @@ class Canvas(QGraphicsView):
         self._sync(self._proposals, [_spec(p) for p in proposals], PROPOSAL)
 
     def _sync(self, items: dict[int, BoxItem], specs: list[BoxSpec], style: str) -> None:
+        self._sync_items(items, specs, style)
+        self._layout_tags()
+
+    def _layout_tags(self) -> None:
+        """Place every box's tag where it hides no other tag ("Car 0.51" over "Vehicle 0.63" was unreadable).
+
+        Annotations first (their tags stay above their corners when they can), then proposals, best score first.
+        Each tag takes the first free place of: above the top-left corner, inside it, above or inside the
+        top-right corner, below the bottom-left corner, then stacked higher above the corner. Screen pixels:
+        tags keep their size at every zoom, so the layout is redone when the zoom changes."""
+        items = [it for it in (*self._boxes.values(),
+                               *sorted(self._proposals.values(), key=lambda it: -(it.score or 0.0)))
+                 if it.isVisible()]
+        if len(items) > TAG_LAYOUT_MAX:
+            for it in items:
+                it.set_tag_pos(None)
+            return
+        s = self.scale_factor()
+        grid: dict[tuple[int, int], list[QRectF]] = {}
+
+        def cells(r: QRectF):
+            for cx in range(int(r.left() // TAG_CELL), int(r.right() // TAG_CELL) + 1):
+                for cy in range(int(r.top() // TAG_CELL), int(r.bottom() // TAG_CELL) + 1):
+                    yield cx, cy
+
+        def free(r: QRectF) -> bool:
+            return not any(r.intersects(q) for c in cells(r) for q in grid.get(c, ()))
+
+        for it in items:
+            w, h = it.tag_size()
+            x1, y1, x2, y2 = it.box()
+            ax, ay, bw, bh = x1 * s, y1 * s, (x2 - x1) * s, (y2 - y1) * s
+            places = [(0.0, -h), (0.0, 0.0), (bw - w, -h), (bw - w, 0.0), (0.0, bh)]
+            places += [(0.0, -h * k) for k in range(2, 8)]
+            dx, dy = next(((dx, dy) for dx, dy in places if free(QRectF(ax + dx, ay + dy, w, h))), places[0])
+            r = QRectF(ax + dx, ay + dy, w, h)
+            for c in cells(r):
+                grid.setdefault(c, []).append(r)
+            it.set_tag_pos(None if (dx, dy) == places[0] else QPointF(dx, dy))
+
+    def _sync_items(self, items: dict[int, BoxItem], specs: list[BoxSpec], style: str) -> None:
         scale = self.scale_factor()
         wanted = {s.id for s in specs}
         for gone in [i for i in items if i not in wanted]:
@@ -311,6 +354,7 @@ class Canvas(QGraphicsView):
         self.scale(s, s)
         for item in (*self._boxes.values(), *self._proposals.values(), *filter(None, [self._marker])):
             item.set_view_scale(s)
+        self._layout_tags()
         self.zoom_changed.emit(s)
 
     # --- geometry helpers ----------------------------------------------------------------------

@@ -315,9 +315,16 @@ class MainWindow(QMainWindow):
         """Delete: reject the selected proposals when there are any, else delete the selected boxes."""
         proposals = self.canvas.selected_proposal_ids()
         if proposals and self.prelabels is not None:
-            self.prelabels.reject(proposals)
+            self.prelabels.reject(proposals)  # says what it rejected
             return
-        self.session.delete(self.canvas.selected_ids())
+        ids = self.canvas.selected_ids()
+        if not ids:  # a stale "undo: …" must not read as what Delete did
+            self.statusBar().showMessage("nothing selected to delete: click a box or a pre-label first", 4000)
+            return
+        error = self.last_error
+        self.session.delete(ids)
+        if self.last_error is error:  # written (a failure has said so itself)
+            self.statusBar().showMessage(f"deleted {len(ids)} box{'es' if len(ids) != 1 else ''} (Ctrl+Z undoes)", 4000)
 
     def use_shortcut(self, key: str) -> None:
         lab = self.session.label_for_shortcut(key)
@@ -327,11 +334,15 @@ class MainWindow(QMainWindow):
         self.apply_label(lab["id"])
 
     def apply_label(self, label_id: int) -> None:
-        """Make this the current class, and give it to the selected boxes."""
+        """Make this the current class, and give it to the selected boxes (and selected pre-labels, which Enter
+        then accepts with it)."""
         self.session.set_current_label(label_id)
         selected = self.canvas.selected_ids()
         if selected:
             self.session.set_label(selected, label_id)
+        proposals = self.canvas.selected_proposal_ids()
+        if proposals and self.prelabels is not None:
+            self.prelabels.retag(proposals, label_id)
 
     def open_class_picker(self) -> ClassPicker:
         picker = ClassPicker(self.labels_panel.labels(), self)

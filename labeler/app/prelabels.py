@@ -8,21 +8,27 @@ arrive as signals. Every action is an ordinary undoable edit through the session
 
 * Enter (or a double-click) accepts the selected proposal — provenance `prelabel_accepted`;
 * Shift+Enter accepts every proposal above the confidence threshold, as one undo step;
-* Delete rejects the selected proposal (undoable; it is hidden for this session);
+* Delete rejects the selected proposal (undoable);
 * dragging or resizing a proposal makes it an annotation with the new box — `prelabel_adjusted`;
+* a number key gives the selected proposal another class before Enter accepts it;
 * Alt+click on an object, or Alt+drag a rough box, asks the model for a tight box (from the cached
   detections, else a forward pass on a crop, else GrabCut); R does the same for the selected box.
-  The answer is shown as a proposal to accept with Enter (`refined`); it never replaces a box silently.
+  The answer is shown as a proposal with the class it will get (the model's, else the current class)
+  to accept with Enter (`refined`); it never replaces a box silently.
 * [ and ] lower and raise the confidence threshold (also a slider in the toolbar).
+
+Each accept, adjust or reject is one `DecideProposals` command: its boxes and the decision, stored per
+model version in one transaction, so an answered proposal stays answered when the workspace is opened
+again (a newer model version may propose it again), and its undo text names what happened.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, QObject, Qt
-from PySide6.QtGui import QUndoCommand
 from PySide6.QtWidgets import QApplication, QLabel, QSlider
 
 from inference.prelabels import Proposal, customer_proposals
@@ -31,7 +37,10 @@ from inference.refine import refine_box, refine_click
 from inference.worker import Result
 from labeler.app import keymap
 from labeler.app.submit import SELECTION, Veto
+from labeler.app.undo import DecideProposals, WorkspaceCommand
 from projects.imaging import read_image
+from projects.quality import box_iou
+from projects.values import DEFAULT_COLOR, box_of
 
 if TYPE_CHECKING:
     from labeler.app.main_window import MainWindow
@@ -39,31 +48,38 @@ if TYPE_CHECKING:
 DEFAULT_THRESHOLD = 0.4
 REFINED_ID = -1  # the proposal id of a refine answer (proposal ids are otherwise >= 0)
 PREFETCH = 3
+SAME_OBJECT_IOU = 0.5  # a proposal this close to the refine answer is the same object: the answer is shown alone
+SOURCE_WORDS = {"cache": "model", "redetect": "model, crop", "grabcut": "GrabCut"}  # where a refine answer came from
 
 
 @dataclass(frozen=True)
 class RefineAnswer:
     box: tuple[float, float, float, float]
-    label_id: int | None
+    label_id: int | None  # the class it gets: the model's for its node, else the current class (number keys change it)
     score: float
     source: str
     annotation_id: int | None  # the box it would replace (R on a selected box), or None for a new one
 
 
-class _Hide(QUndoCommand):
-    """Hides proposals that were rejected (or turned into annotations); writes nothing, undo shows them."""
+class _Decide(DecideProposals):
+    """A decision that may include the refine answer: accepting or rejecting takes it off the canvas,
+    undo shows it again (on its image) as it was."""
 
-    def __init__(self, ctl: PrelabelController, image_id: int, keys: list[int], text: str = ""):
-        super().__init__(text or ("reject proposal" if len(keys) == 1 else f"reject {len(keys)} proposals"))
-        self.ctl, self.image_id, self.keys = ctl, image_id, keys
+    def __init__(self, ctl: PrelabelController, answer: RefineAnswer | None, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.ctl, self.answer = ctl, answer
 
     def redo(self) -> None:
-        self.ctl.rejected.setdefault(self.image_id, set()).update(self.keys)
-        self.ctl.render()
+        super().redo()
+        if self.answer is not None and not self.isObsolete() and self.ctl.refined == self.answer:
+            self.ctl.refined = None
+            self.ctl.render()
 
     def undo(self) -> None:
-        self.ctl.rejected.get(self.image_id, set()).difference_update(self.keys)
-        self.ctl.render()
+        super().undo()  # its image is shown again first (an undo may reach back to another one)
+        if self.answer is not None and not self.isObsolete() and self.ctl._image_id() == self.image_id:
+            self.ctl.refined = self.answer
+            self.ctl.render()
 
 
 class PrelabelController(QObject):
@@ -74,7 +90,7 @@ class PrelabelController(QObject):
         self.threshold = DEFAULT_THRESHOLD
         self.detections: dict[int, list[Any]] = {}  # image id -> the model's detections (all scores)
         self.model_ids: dict[int, int | None] = {}
-        self.rejected: dict[int, set[int]] = {}
+        self.retags: dict[int, str] = {}  # proposal id -> the label a number key gave it (current image only)
         self.proposals: dict[int, Proposal] = {}  # what the canvas shows now, by proposal id
         self.refined: RefineAnswer | None = None
         self._view = None
@@ -146,6 +162,7 @@ class PrelabelController(QObject):
 
     def _on_image_changed(self) -> None:
         self.refined = None
+        self.retags = {}
         image_id = self._image_id()
         if image_id is None:
             return
@@ -192,18 +209,32 @@ class PrelabelController(QObject):
         image_id = self._image_id()
         dets = self.detections.get(image_id, []) if image_id is not None else []
         view = self.view() if dets else None
-        props = customer_proposals(dets, view, self.session.annotations, self.threshold) if dets else []
-        hidden = self.rejected.get(image_id, set())
-        self.proposals = {p.key: p for p in props if p.key not in hidden}
+        answered = self._answered(image_id) if dets else []
+        props = customer_proposals(dets, view, self.session.annotations, self.threshold,
+                                   answered=answered) if dets else []
+        if self.refined is not None and props:  # one proposal per object: the refine answer stands alone
+            ious = box_iou(np.array([self.refined.box], dtype=np.float64),
+                           np.array([p.box for p in props], dtype=np.float64))[0]
+            props = [p for p, iou in zip(props, ious) if iou < SAME_OBJECT_IOU]
+        self.proposals = {p.key: replace(p, label=self.retags.get(p.key, p.label)) for p in props}
         by_name = {lab["name"]: lab for lab in self.session.labels}
-        specs = [(p.key, p.label, by_name[p.label]["color"] or "#e6194b", p.box, p.score)
+        specs = [(p.key, p.label, by_name[p.label]["color"] or DEFAULT_COLOR, p.box, p.score)
                  for p in self.proposals.values()]
         if self.refined is not None:
-            lab = self.session.label_by_id.get(self.refined.label_id or -1)
-            name = lab["name"] if lab else "refined"
-            specs.append((REFINED_ID, f"{name} ({self.refined.source})", lab["color"] if lab else "#ffffff",
-                          self.refined.box, self.refined.score))
+            lab = self.session.label_by_id.get(self.refined.label_id if self.refined.label_id is not None else -1)
+            name = lab["name"] if lab else "no class"
+            score = None if self.refined.source == "grabcut" else self.refined.score  # GrabCut has no score
+            specs.append((REFINED_ID, f"{name} ({SOURCE_WORDS.get(self.refined.source, self.refined.source)})",
+                          (lab["color"] or DEFAULT_COLOR) if lab else "#ffffff", self.refined.box, score))
         self.w.canvas.set_proposals(specs)
+
+    def _answered(self, image_id: int) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """(node, box) of this image's detections already accepted, adjusted or rejected, for the model
+        version that made the detections on screen (the database is the truth: read at every render)."""
+        model_id = self.model_ids.get(image_id)
+        if model_id is None:
+            return []
+        return [(r["node"], box_of(r)) for r in self.session.ws.proposal_decisions(image_id, model_id)]
 
     def view(self):
         """The current project's taxonomy view, read once per project (render runs on every edit)."""
@@ -223,54 +254,22 @@ class PrelabelController(QObject):
         ids = self.selected()
         if not ids:
             return False
-        self._accept_many(ids)
+        self._decide(ids, "accepted")
         return True
 
     def accept(self, proposal_id: int) -> None:
-        self._accept_many([proposal_id])
+        self._decide([proposal_id], "accepted")
 
     def accept_all(self) -> None:
         ids = [k for k, p in self.proposals.items() if p.score >= self.threshold]
         if not ids:
             self.w.statusBar().showMessage("no proposal above the threshold", 3000)
             return
-        self._accept_many(ids)
-
-    def _accept_many(self, ids: list[int], box=None) -> None:
-        """One undo step: the new annotations, and the proposals they came from hidden."""
-        stack = self.session.undo_stack
-        image_id = self._image_id()
-        kind = "adjust" if box is not None else "accept"
-        stack.beginMacro(f"{kind} pre-label" if len(ids) == 1 else f"{kind} {len(ids)} pre-labels")
-        try:
-            for pid in ids:
-                self._accept_one(pid, box)
-            keys = [i for i in ids if i in self.proposals]
-            if keys and image_id is not None:
-                stack.push(_Hide(self, image_id, keys, "hide accepted"))
-        finally:
-            stack.endMacro()
-
-    def _accept_one(self, pid: int, box=None) -> None:
-        image_id = self._image_id()
-        if pid == REFINED_ID and self.refined is not None:
-            ans, self.refined = self.refined, None
-            if ans.annotation_id is not None:
-                self.session.change_boxes({ans.annotation_id: box or ans.box}, provenance="refined")
-            else:
-                label_id = ans.label_id if ans.label_id is not None else self.session.current_label_id
-                self.session.add_box(box or ans.box, label_id, "refined", self.model_ids.get(image_id))
-            self.render()
-            return
-        p = self.proposals.get(pid)
-        if p is None:
-            return
-        provenance = "prelabel_adjusted" if box is not None else "prelabel_accepted"
-        self.session.add_box(box or p.box, self._label_id(p.label), provenance, self.model_ids.get(image_id))
+        self._decide(ids, "accepted")
 
     def adjust(self, proposal_id: int, box) -> None:
         """A proposal was dragged or resized: it becomes an annotation with the new box."""
-        self._accept_many([proposal_id], tuple(box))
+        self._decide([proposal_id], "adjusted", tuple(box))
 
     def reject_selected(self) -> bool:
         ids = self.selected()
@@ -280,13 +279,83 @@ class PrelabelController(QObject):
         return True
 
     def reject(self, ids: list[int]) -> None:
-        if REFINED_ID in ids:
-            self.refined = None
-            ids = [i for i in ids if i != REFINED_ID]
-            self.render()
+        self._decide(ids, "rejected")
+
+    def retag(self, ids: list[int], label_id: int) -> None:
+        """A number key with proposals selected: they (or the refine answer) get this class; Enter then
+        accepts them with it. Nothing is written before the accept."""
+        name = self.session.label_by_id[label_id]["name"]
+        for pid in ids:
+            if pid == REFINED_ID and self.refined is not None:
+                self.refined = replace(self.refined, label_id=label_id)
+            elif pid in self.proposals:
+                self.retags[pid] = name
+        self.render()  # the items are kept by id: the selection stays for Enter
+        self.w.statusBar().showMessage(f"pre-label → {name}: Enter accepts it as {name}", 5000)
+
+    def _decide(self, ids: list[int], decision: str, box=None) -> None:
+        """Accept, adjust or reject proposals (and the refine answer) as one undo step whose redo() writes
+        the boxes and the decisions in one transaction."""
         image_id = self._image_id()
-        if ids and image_id is not None:
-            self.session.undo_stack.push(_Hide(self, image_id, ids))
+        if image_id is None:
+            return
+        model_id = self.model_ids.get(image_id)
+        edits: list[WorkspaceCommand] = []
+        detections, names = [], []
+        answer = self.refined if REFINED_ID in ids else None
+        for pid in ids:
+            p = self.proposals.get(pid)
+            if pid == REFINED_ID or p is None:
+                continue
+            if decision != "rejected":
+                provenance = "prelabel_adjusted" if decision == "adjusted" else "prelabel_accepted"
+                cmd = self.session.add_command(box or p.box, self._label_id(p.label), provenance, model_id)
+                if cmd is None:  # no image or no labels: the session has said why
+                    return
+                edits.append(cmd)
+            detections.append((p.node, p.box))
+            names.append(p.label)
+        if answer is not None and decision != "rejected":
+            edit = self._refine_edit(answer, box, model_id)
+            if edit is None and answer.annotation_id is None:
+                return
+            edits += [edit] if edit is not None else []
+        if not detections and answer is None:
+            return
+        text = self._decision_text(decision, names, answer)
+        if self.session.push(_Decide(self, answer, self.session.ws, image_id, model_id, detections, decision,
+                                     edits, text)):
+            self.w.statusBar().showMessage(f"{text} (Ctrl+Z undoes)", 4000)
+
+    def _refine_edit(self, ans: RefineAnswer, box, model_id: int | None) -> WorkspaceCommand | None:
+        """The edit that accepting a refine answer makes: a new `refined` box with its class, or (R on a box)
+        that box's new coordinates, and its new class when a number key changed it."""
+        box = box or ans.box
+        if ans.annotation_id is None:
+            return self.session.add_command(box, ans.label_id, "refined", model_id)
+        cmd = self.session.change_command({ans.annotation_id: box}, provenance="refined")
+        if cmd is None:
+            return None if ans.label_id is None else self.session.label_command([ans.annotation_id], ans.label_id)
+        if ans.label_id is not None:
+            cmd.changes = {i: (before, replace(after, label_id=ans.label_id))
+                           for i, (before, after) in cmd.changes.items()}
+        return cmd
+
+    def _decision_text(self, decision: str, names: list[str], answer: RefineAnswer | None) -> str:
+        """What the undo stack (and the status bar) says: "accept pre-label Car", "reject 3 pre-labels",
+        "accept refined box Car (GrabCut)", "refine box Truck (model)"..."""
+        verb = decision.removesuffix("ed")
+        if answer is not None:
+            lab = self.session.label_by_id.get(answer.label_id if answer.label_id is not None else -1)
+            what = f"{lab['name'] if lab else 'no class'} ({SOURCE_WORDS.get(answer.source, answer.source)})"
+            if not names:
+                if decision != "rejected" and answer.annotation_id is not None:
+                    return f"refine box {what}"
+                return f"{verb} refined box {what}"
+            return f"{verb} {len(names) + 1} pre-labels"
+        if len(names) == 1:
+            return f"{verb} pre-label {names[0]}"
+        return f"{verb} {len(names)} pre-labels"
 
     # --- refine --------------------------------------------------------------------------------
     def _allowed_nodes(self) -> set[str]:
@@ -340,10 +409,15 @@ class PrelabelController(QObject):
         label_id = self._label_id(label.name) if label else None
         if annotation_id is not None:
             label_id = next((a["label_id"] for a in self.session.annotations if a["id"] == annotation_id), label_id)
+        if label_id is None:  # GrabCut knows no class: the answer shows the one Enter will give it
+            label_id = self.session.current_label_id
         self.refined = RefineAnswer(tuple(value.box), label_id, float(value.score), value.source, annotation_id)
         self.render()
         self.w.canvas.select([], [REFINED_ID])
-        self.w.statusBar().showMessage(f"refined box from {value.source}: Enter accepts, Delete rejects", 5000)
+        lab = self.session.label_by_id.get(label_id if label_id is not None else -1)
+        self.w.statusBar().showMessage(
+            f"refined box from {SOURCE_WORDS.get(value.source, value.source)}: {lab['name'] if lab else 'no class'} "
+            "(a number key changes it), Enter accepts, Delete rejects", 8000)
 
     def shutdown(self) -> None:
         self.worker.stop()

@@ -261,6 +261,12 @@ class LabelingSession(QObject):
             return None
         return DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied)
 
+    def push(self, cmd: WorkspaceCommand) -> bool:
+        """Push an edit built outside the session (pre-label decisions wrapping commands built here): once
+        written it re-reads the image it touched, as every edit does; False when its write failed."""
+        cmd.on_applied = self._on_applied
+        return self._push(cmd)
+
     def _push(self, cmd: WorkspaceCommand) -> bool:
         """Push (and so run) a command; False when its write failed (nothing of it is stored)."""
         ok = True

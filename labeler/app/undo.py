@@ -8,16 +8,20 @@ database, which stays the source of truth.
 The same classes serve every provenance: a drawn box is `AddAnnotation(..., provenance="manual")`,
 an accepted proposal `provenance="prelabel_accepted", model_id=...`, a moved proposal
 `"prelabel_adjusted"`, and a model-tightened box an `EditAnnotations` with `provenance="refined"`.
+
+Coordinates: every box these commands write is snapped to whole pixels (`projects.values.snap_box`), so
+every path of the window — a drawn box, an accepted model box, a proposal resized on one edge, a nudge,
+a lint fix — stores the same kind of numbers. The state an undo puts back is the stored one, as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 from PySide6.QtGui import QUndoCommand
 
-from projects.values import Box
+from projects.values import Box, snap_box
 from projects.workspace import Workspace
 
 Applied = Callable[[int], None]
@@ -76,7 +80,7 @@ class AddAnnotation(WorkspaceCommand):
     def __init__(self, ws: Workspace, image_id: int, label_id: int, box: Box, provenance: str = "manual",
                  model_id: int | None = None, on_applied: Applied | None = None, text: str | None = None):
         super().__init__(ws, image_id, text or f"add box ({provenance})", on_applied)
-        self.label_id, self.box, self.provenance, self.model_id = label_id, tuple(box), provenance, model_id
+        self.label_id, self.box, self.provenance, self.model_id = label_id, snap_box(box), provenance, model_id
         self.annotation_id: int | None = None
 
     def _redo(self) -> None:
@@ -96,7 +100,8 @@ class EditAnnotations(WorkspaceCommand):
     def __init__(self, ws: Workspace, image_id: int, changes: dict[int, tuple[AnnotationState, AnnotationState]],
                  text: str = "edit boxes", on_applied: Applied | None = None, merge_id: int = -1):
         super().__init__(ws, image_id, text, on_applied)
-        self.changes = dict(changes)  # id -> (before, after)
+        self.changes = {aid: (before, replace(after, box=snap_box(after.box)))  # id -> (before, after)
+                        for aid, (before, after) in changes.items()}
         self._merge_id = merge_id
 
     def id(self) -> int:
@@ -187,3 +192,35 @@ class AnswerFindings(WorkspaceCommand):
             if self.edit is not None:
                 self.edit._undo()
             self._set_states(self.before)
+
+
+class DecideProposals(WorkspaceCommand):
+    """Pre-labels answered: accepted or adjusted (with `edits`, the commands that add or change the boxes) or
+    rejected (no edit). redo() writes the edits and the decisions in one transaction, undo() removes both in
+    one, so a proposal shows again exactly when its acceptance or rejection is undone, and a rejection
+    survives reopening the workspace (`Workspace.proposal_decisions`, per model version).
+    `detections` are (node, box) as the model gave them."""
+
+    def __init__(self, ws: Workspace, image_id: int, model_id: int | None, detections: Iterable[tuple[str, Box]],
+                 decision: str, edits: Iterable[WorkspaceCommand] = (), text: str = "",
+                 on_applied: Applied | None = None):
+        super().__init__(ws, image_id, text or f"{decision.removesuffix('ed')} pre-label",
+                         on_applied)
+        self.model_id, self.detections, self.decision = model_id, list(detections), decision
+        self.edits = list(edits)
+        self.decision_ids: list[int] = []
+
+    def _redo(self) -> None:
+        with self.ws.transaction():
+            for edit in self.edits:
+                edit._redo()
+            if self.model_id is not None and self.detections:
+                self.decision_ids = self.ws.add_proposal_decisions(self.image_id, self.model_id, self.detections,
+                                                                   self.decision)
+
+    def _undo(self) -> None:
+        with self.ws.transaction():
+            for edit in reversed(self.edits):
+                edit._undo()
+            self.ws.remove_proposal_decisions(self.decision_ids)
+            self.decision_ids = []
