@@ -89,9 +89,10 @@ def _class_handler(digit: str) -> Handler:
 
 for _d in "123456789":
     BINDINGS.append(Binding(f"class_{_d}", (_d, f"Num+{_d}"),
-                            f"Class {_d}: give it to the selected boxes, and draw the next boxes with it",
+                            f"Class {_d}: give it to the selected boxes or pre-labels, and draw the next boxes with it",
                             _class_handler(_d), "Boxes", "Class 1–9 (also on the keypad): give it to the selected "
-                                                         "boxes, and draw the next boxes with it"))
+                                                         "boxes or pre-labels (Enter then accepts them with it), "
+                                                         "and draw the next boxes with it"))
 
 
 @bind("pick_class", ("C",), "Pick a class by name (searchable)", "Boxes")
