@@ -16,9 +16,16 @@ than new ones for that reason alone.
 
 **Change and flag.** Each figure's change against the oldest cohort comes with a bootstrap interval: the
 images of each cohort are resampled with replacement (within each project, so a cohort keeps its mix),
-`bootstrap` times, and the interval is the central `confidence` share of the resampled differences. A row
-is **flagged** when it drops by at least `threshold` *and* its whole interval lies below zero, so a drop
-seen on a handful of images (a wide interval that reaches zero) raises no false alarm. A row also needs at
+`bootstrap` times, and the interval is the central share of the resampled differences. A cohort compares
+many rows (all, each project, each node) and a chance drop in one of a dozen would otherwise be a false
+alarm every few cohorts, so the share is widened for their number (Bonferroni: `1 - (1 - confidence) / rows`;
+the cohort as a whole keeps `confidence`). A row is **flagged** when it drops by at least `threshold` *and*
+its whole interval lies below zero, so a drop seen on a handful of images (a wide interval that reaches
+zero) raises no false alarm, *and* a bootstrap test agrees: drawing both cohorts from their images pooled
+(what "nothing changed" means) gives a drop as large in at most the same tail share (`p_value`). The test
+guards the one case the interval cannot see: an old cohort on which a node scored perfectly resamples to
+the same perfect figure every time, a zero-width interval that makes any chance miss in a newer cohort look
+certain. A row also needs at
 least `min_flag_images` images in both cohorts: resampling one or two images gives back the same images, an
 interval far narrower than the truth. The flagged figure is `metric`: mAP50 (default) or recall at the
 display threshold.
@@ -56,7 +63,7 @@ HELD_OUT = ("val", "test")
 DEFAULT_COHORTS = 4
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_CONFIDENCE = 0.95
-DEFAULT_BOOTSTRAP = 500
+DEFAULT_BOOTSTRAP = 1000
 MIN_FLAG_IMAGES = 10  # below this a resample of a cohort is nearly itself: its interval says nothing
 _REC_THRS = np.linspace(0.0, 1.0, 101)  # pycocotools' recall thresholds
 _MAX_CELLS = 4_000_000  # resamples x detections handled at once (memory bound of the bootstrap)
@@ -66,10 +73,15 @@ class DriftError(LabelerError, ValueError):
     """Drift cannot be measured as asked; the message says why."""
 
 
+class NothingToScore(DriftError):
+    """No submitted image (of the projects and splits asked) to score yet."""
+
+
 @dataclass
 class Figures:
-    """One row: a cohort as a whole, one project or one node in it. `low`/`high` bound the flagged metric;
-    `change*` compare it with the oldest cohort (None there, or where it is undefined)."""
+    """One row: a cohort as a whole, one project or one node in it. `low`/`high` bound the flagged metric
+    (central `confidence` share of the resamples); `change*` compare it with the oldest cohort (None there, or
+    where it is undefined), its interval widened for the number of rows the cohort compares."""
 
     images: int
     gt: int
@@ -81,6 +93,7 @@ class Figures:
     change: float | None = None
     change_low: float | None = None
     change_high: float | None = None
+    p_value: float | None = None  # a drop this large or larger, were both cohorts drawn from their pooled images
     flagged: bool = False
 
     def value(self, metric: str) -> float:
@@ -370,13 +383,19 @@ class _Cohort:
             keep = local[img] >= 0  # a subset of a stable ranking is the ranking of the subset
             self.dets.append((local[img[keep]], tp[:, keep], fp[:, keep]))
 
-    def resample(self, rng: np.random.Generator, B: int) -> np.ndarray:
-        """[B, m] weights: each row draws every project's images of the cohort with replacement."""
+    def sizes(self) -> dict[int, int]:
+        """Images per project (index) in the cohort."""
+        return {int(p): int(n) for p, n in zip(*np.unique(self.project, return_counts=True))}
+
+    def resample(self, rng: np.random.Generator, B: int, sizes: dict[int, int] | None = None) -> np.ndarray:
+        """[B, m] weights: each row draws, per project, `sizes[project]` of the cohort's images of that project
+        with replacement (default: as many as it has, the ordinary bootstrap)."""
         W = np.zeros((B, len(self.members)))
         rows = np.arange(B)[:, None]
-        for p in np.unique(self.project):
+        for p, n in (sizes or self.sizes()).items():
             own = np.flatnonzero(self.project == p)
-            np.add.at(W, (rows, own[rng.integers(0, len(own), size=(B, len(own)))]), 1.0)
+            if n and len(own):
+                np.add.at(W, (rows, own[rng.integers(0, len(own), size=(B, n))]), 1.0)
         return W
 
     def ap(self, W: np.ndarray, k: int, t: int = 0) -> np.ndarray:
@@ -416,7 +435,7 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
     names = list(projects) if projects else ws.project_names()
     rows = [r for r in submitted_images(ws, names) if split_of(int(r["split_bucket"])) in splits]
     if not rows:
-        raise DriftError(f"{ws.folder}: no submitted images in the {'/'.join(splits)} split of "
+        raise NothingToScore(f"{ws.folder}: no submitted images in the {'/'.join(splits)} split of "
                          f"{', '.join(names) or 'any project'}; drift needs labelled images the model did not "
                          f"train on (or pass --split all)")
     scored, kept, skipped = _score(ws, predictor, rows, names, score_threshold, batch_size, progress)
@@ -440,6 +459,7 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
 
     built: list[Cohort] = []
     samples: list[dict[tuple[str, str | None], np.ndarray]] = []
+    scope_of = {(kind, name): (nodes_in, project) for kind, name, nodes_in, project in scopes}
     for ci, (key, label, members) in enumerate(groups):
         c = _Cohort(scored, members)
         W = c.resample(np.random.default_rng([seed, ci]), bootstrap) if bootstrap else None
@@ -460,17 +480,31 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
                 f.low, f.high = _interval(stats[(kind, name)], confidence)
         built.append(cohort)
         samples.append(stats)
-    for cohort, stats in zip(built[1:], samples[1:]):
-        for (kind, name), f in _rows(cohort).items():
-            base = _rows(built[0]).get((kind, name))
-            if base is None:
-                continue
+    for ci, (cohort, stats) in enumerate(zip(built[1:], samples[1:]), start=1):
+        compared = {key: f for key, f in _rows(cohort).items() if key in _rows(built[0])}
+        row_confidence = 1 - (1 - confidence) / max(1, len(compared))  # Bonferroni over the cohort's rows
+        if bootstrap:  # the null: both cohorts drawn from their images pooled (per project, at their sizes)
+            pooled = _Cohort(scored, groups[0][2] + groups[ci][2])
+            rng = np.random.default_rng([seed, ci, 1])
+            first, this = _Cohort(scored, groups[0][2]).sizes(), _Cohort(scored, groups[ci][2]).sizes()
+            # enough draws that a p-value as small as the Bonferroni tail can be seen at all
+            draws = max(bootstrap, math.ceil(4 / (1 - row_confidence)))
+            W0, Wc = pooled.resample(rng, draws, first), pooled.resample(rng, draws, this)
+        for (kind, name), f in compared.items():
+            base = _rows(built[0])[(kind, name)]
             change = f.value(metric) - base.value(metric)
             f.change = None if math.isnan(change) else change
             if (kind, name) in stats and (kind, name) in samples[0]:
-                f.change_low, f.change_high = _interval(stats[(kind, name)] - samples[0][(kind, name)], confidence)
+                f.change_low, f.change_high = _interval(stats[(kind, name)] - samples[0][(kind, name)],
+                                                        row_confidence)
+            if bootstrap and f.change is not None:
+                nodes_in, project = scope_of[(kind, name)]
+                null = pooled.scope(Wc, nodes_in, project)[metric] - pooled.scope(W0, nodes_in, project)[metric]
+                null = null[~np.isnan(null)]
+                f.p_value = float((1 + (null <= f.change + 1e-12).sum()) / (1 + len(null))) if len(null) else None
             f.flagged = bool(f.change is not None and f.change <= -threshold and f.change_high is not None
-                             and f.change_high < 0 and min(f.images, base.images) >= min_flag_images)
+                             and f.change_high < 0 and f.p_value is not None and f.p_value <= (1 - row_confidence) / 2
+                             and min(f.images, base.images) >= min_flag_images)
     everything = _Cohort(scored, kept)
     overall = Cohort("all", "every scored image", *_span(rows, kept, by),
                      figures=figures(everything, "all", scopes[0][2], None))

@@ -46,19 +46,20 @@ def _change(f) -> str:
     if f.change is None:
         return "n/a (not in the oldest cohort)" if f.change_low is None else "n/a"
     interval = f" [{_fmt(f.change_low, True)}, {_fmt(f.change_high, True)}]" if f.change_low is not None else ""
-    return f"{_fmt(f.change, True)}{interval}"
+    p = f" p={f.p_value:.3g}" if f.p_value is not None else ""
+    return f"{_fmt(f.change, True)}{interval}{p}"
 
 
 def print_report(report) -> None:
     splits = "/".join(report.splits)
     print(f"model {report.model}: {report.overall.figures.images} submitted images of the {splits} split, "
           f"{len(report.cohorts)} cohorts ({report.by}); a drop of {report.metric} >= {report.threshold} whose "
-          f"{report.confidence:.0%} bootstrap interval ({report.bootstrap} resamples) lies below 0 is flagged "
-          f"(rows of at least {report.min_flag_images} images)")
+          f"bootstrap interval ({report.bootstrap} resamples, {report.confidence:.0%} for each cohort's rows together) "
+          f"lies below 0 is flagged (rows of at least {report.min_flag_images} images)")
     metric = report.metric
     recall = f"recall@{report.score_threshold}"
     head = f"{'':4}{'':28} {'images':>6} {'gt':>5} {'mAP50':>6} {'mAP':>6} {recall:>10}"
-    print(f"{head}  {metric} change vs the oldest [interval]")
+    print(f"{head}  {metric} change vs the oldest [interval] p (pooled-null bootstrap test)")
     for ci, c in enumerate(report.cohorts):
         print(f"{c.label}")
         rows = [("all", c.figures)] + [(f"project {p}", f) for p, f in c.projects.items()] + \
@@ -91,7 +92,7 @@ def print_report(report) -> None:
            arg("--metric", choices=["mAP50", "recall"], default="mAP50", help="the figure whose drop is flagged"),
            arg("--threshold", type=float, default=0.05, help="flag a drop of at least this much (default 0.05)"),
            arg("--confidence", type=float, default=0.95, help="bootstrap interval share (default 0.95)"),
-           arg("--bootstrap", type=int, default=500, help="bootstrap resamples (default 500; 0: no intervals)"),
+           arg("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000; 0: no intervals)"),
            arg("--score", type=float, default=None,
                help="score threshold of the recall figure (default: the window's display threshold, 0.4)"),
            arg("--min-images", type=int, default=1, help="merge a cohort smaller than this into the next one"),
