@@ -79,19 +79,22 @@ def test_the_predictor_never_shows_a_child_above_its_parent_nor_an_untrained_nod
     assert max(d.score for d in dets if d.node == "car") <= vehicle_best + 1e-6
 
 
-def test_predictions_cached_before_hierarchical_decoding_are_dropped(tmp_path):
+def test_predictions_cached_before_hierarchical_decoding_are_dropped(tmp_path, monkeypatch):
     """Schema v4: a cached prediction of a child above its parent must not be shown after the upgrade."""
-    from projects import schema
+    from projects import schema, workspace
     from projects.imaging import ImageInfo
     from projects.workspace import Workspace
 
-    ws = Workspace.create(tmp_path / "w")
-    ws.add_project("P")
-    (img,) = ws.insert_images(ws.project_id("P"), [ImageInfo(tmp_path / "a.jpg", "a" * 64, 64, 48)]).added
-    mid = ws.register_model("v1", tmp_path / "m")
-    ws.save_predictions(img, mid, [("car", (1, 2, 3, 4), 0.9), ("vehicle", (1, 2, 3, 4), 0.1)])
-    ws.db.execute("PRAGMA user_version = 3")
-    ws.close()
+    with monkeypatch.context() as m:  # a workspace as Labeler wrote it before v4
+        m.setattr(workspace, "MIGRATIONS", schema.MIGRATIONS[:3])
+        m.setattr(workspace, "SCHEMA_VERSION", 3)
+        ws = Workspace.create(tmp_path / "w")
+        ws.add_project("P")
+        (img,) = ws.insert_images(ws.project_id("P"), [ImageInfo(tmp_path / "a.jpg", "a" * 64, 64, 48)]).added
+        mid = ws.register_model("v1", tmp_path / "m")
+        ws.save_predictions(img, mid, [("car", (1, 2, 3, 4), 0.9), ("vehicle", (1, 2, 3, 4), 0.1)])
+        assert ws.schema_version == 3 and ws.predictions(img, mid)
+        ws.close()
     with Workspace.open(tmp_path / "w") as ws:
         assert ws.schema_version == schema.SCHEMA_VERSION >= 4
         assert ws.predictions(img, mid) is None  # predicted again when next shown
