@@ -92,14 +92,15 @@ def identify(path: Path, app_id: str) -> int:
     """Check read-only that `path` is a healthy Labeler workspace; returns its schema version.
 
     Nothing is written to a file that turns out not to be ours (no WAL switch, no -wal/-shm files left).
+
+    The file is read through SQLite only, never with a plain `open()`: closing any other descriptor of the file
+    drops every POSIX lock this process holds on it (SQLite's "posix advisory locks canceled by close()"), so a
+    second `Workspace.open` in a process that already has the workspace open (the window and its prediction
+    worker, the follow trainer and its stream) would let another process delete the WAL under the first
+    connection, whose later commits then became invisible to every other process.
     """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except OSError as e:
-        raise WorkspaceError(f"{path}: cannot read ({e.strerror or e})") from e
-    if head != SQLITE_MAGIC:
-        raise WorkspaceError(f"{path}: not a Labeler workspace (not an SQLite file)")
+    if not os.access(path, os.R_OK):
+        raise WorkspaceError(f"{path}: cannot read (permission denied)")
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s())
     except sqlite3.Error as e:
@@ -111,6 +112,8 @@ def identify(path: Path, app_id: str) -> int:
         except sqlite3.DatabaseError as e:
             if is_lock_error(e):
                 raise WorkspaceError(f"{path}: the workspace is busy ({e}); try again") from e
+            if "file is not a database" in str(e):
+                raise WorkspaceError(f"{path}: not a Labeler workspace (not an SQLite file)") from e
             raise WorkspaceError(f"{path}: not a Labeler workspace, or damaged ({e})") from e
         if row is None or row[0] != app_id:
             raise WorkspaceError(f"{path}: an SQLite file, but not a Labeler workspace")
