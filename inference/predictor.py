@@ -32,7 +32,8 @@ __all__ = ["Detection", "Predictor"]
 
 class Predictor:
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None,
-                 min_score: float = 0.05, max_detections: int = 100, max_candidates: int = 1000):
+                 min_score: float = 0.05, max_detections: int = 100, max_candidates: int = 1000,
+                 hierarchical: bool = True):
         self.checkpoint = checkpoint
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model: Detector = checkpoint.model.to(self.device).eval()
@@ -52,7 +53,9 @@ class Predictor:
         self.anchors = Anchors.from_config(self.model.config).to(self.device)
         self.groups = self.model.groups
         parents, trained = parent_map(meta), trained_nodes(meta)
-        self.decodings = [GroupDecoding(g.nodes, parents, trained) for g in self.groups]
+        # hierarchical=False keeps the raw columns (bench/bench_decoding.py compares both in one run)
+        self.decodings = [GroupDecoding(g.nodes, parents if hierarchical else {},
+                                        trained if hierarchical else None) for g in self.groups]
         counts: dict[str, int] = {}
         for g in self.groups:
             for n in g.nodes:
