@@ -118,23 +118,30 @@ def load_training_data(ws: Workspace, projects: Sequence[str] | None = None,
         labeled[p] = view.labeled_nodes
         rules[p] = dict(view.taxonomy.rules)
         for image_id in ws.image_ids(p, status="submitted"):
-            row = ws.image(image_id)
-            path = ws.image_path(row["path"])
-            if not path.is_file():
-                missing.append(str(path))
+            sample = make_sample(ws, image_id, p, rules[p], sup, target_rules)
+            if not sample.path.is_file():
+                missing.append(str(sample.path))
                 continue
-            anns = ws.annotations(image_id)
-            boxes = np.array([[a["x1"], a["y1"], a["x2"], a["y2"]] for a in anns], np.float32).reshape(-1, 4)
-            nodes = tuple(a["node"] for a in anns)
-            weights = np.array([box_weight(n, rules[p], sup, target_rules) for n in nodes], np.float32)
-            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # zero-area boxes teach nothing
-            samples.append(Sample(image_id, path, int(row["width"]), int(row["height"]), p,
-                                  split_of(int(row["split_bucket"])), row["sha256"], boxes[keep],
-                                  tuple(n for n, k in zip(nodes, keep) if k), weights[keep]))
+            samples.append(sample)
     if missing:
         raise DatasetError(f"{len(missing)} submitted image file(s) are missing, e.g. {missing[0]}; "
                            "restore them or move them back into the workspace folder")
     return TrainingData(sup, samples, labeled, rules)
+
+
+def make_sample(ws: Workspace, image_id: int, project: str, project_rules: dict[str, Any], sup: SuperTaxonomy,
+                target_rules: dict[str, Any] | None = None) -> Sample:
+    """One image as a training sample: its live boxes in nodes, rule weights and stable split (the file is
+    not opened here; the caller decides what a missing file means)."""
+    row = ws.image(image_id)
+    anns = ws.annotations(image_id)
+    boxes = np.array([[a["x1"], a["y1"], a["x2"], a["y2"]] for a in anns], np.float32).reshape(-1, 4)
+    nodes = tuple(a["node"] for a in anns)
+    weights = np.array([box_weight(n, project_rules, sup, target_rules) for n in nodes], np.float32)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # zero-area boxes teach nothing
+    return Sample(image_id, ws.image_path(row["path"]), int(row["width"]), int(row["height"]), project,
+                  split_of(int(row["split_bucket"])), row["sha256"], boxes[keep],
+                  tuple(n for n, k in zip(nodes, keep) if k), weights[keep])
 
 
 class DetectionDataset(Dataset):
@@ -152,7 +159,10 @@ class DetectionDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        s = self.samples[i]
+        return self.item(self.samples[i])
+
+    def item(self, s: Sample) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One sample as (tensor, target); also used by the follow trainer's stream (inference/stream.py)."""
         image = read_image(s.path)
         boxes, keep = s.boxes, np.arange(len(s.nodes))
         if self.transform is not None:

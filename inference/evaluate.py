@@ -24,7 +24,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -361,6 +361,44 @@ def evaluate_workspace(ws: Workspace, predictor, split: str = "test", projects: 
                                      "nodes": [n for n in sup.names if n in labeled[p]]}
     result.seconds_per_image = spi
     return result
+
+
+def score_detections(ws: Workspace, detections: Mapping[int, Sequence[Any]], node_names: Sequence[str],
+                     projects: Sequence[str] | None = None, score_threshold: float = DEFAULT_SCORE,
+                     subsets: Mapping[str, Collection[int]] | None = None) -> tuple[EvalResult, dict[str, dict]]:
+    """Score detections already made (image id -> detections with .node .box .score) on the customers' own
+    boxes of those images, exactly as `evaluate_workspace` scores a predictor, plus the figures of named
+    subsets of the images (cohorts). Used by the follow trainer's gate, which scores the candidate and the
+    current model on one frozen set without predicting the current model's images twice."""
+    sup = ws.super_taxonomy()
+    names = list(projects) if projects else ws.project_names()
+    labeled = {p: ws.project_view(p).labeled_nodes & set(node_names) for p in names}
+    b = _Builder([n for n in sup.names if any(n in labeled[p] for p in names)])
+    project_of = {ws.project_id(p): p for p in names}
+    for image_id in sorted(detections):
+        row = ws.image(image_id)
+        p = project_of.get(row["project_id"])
+        if p is None:
+            continue
+        b.image(image_id, int(row["width"]), int(row["height"]))
+        for a in ws.annotations(image_id):
+            for n in sup.positives(a["node"]):
+                if n in labeled[p]:
+                    b.gt(image_id, n, (a["x1"], a["y1"], a["x2"], a["y2"]))
+        for d in detections[image_id]:
+            if d.node in labeled[p]:
+                b.det(image_id, d.node, d.box, d.score)
+    if not b.images:
+        raise EvalError(f"{ws.folder}: no image of {', '.join(names)} to score")
+    result = b.evaluate(score_threshold)
+    parts: dict[str, dict] = {}
+    for name, ids in (subsets or {}).items():
+        ids = {int(i) for i in ids} & {im["id"] for im in b.images}
+        if ids:
+            r = b.evaluate(score_threshold, ids)
+            parts[name] = {"mAP50": r.map50, "mAP": r.map, "recall": r.recall, "images": r.images,
+                           "gt_boxes": r.gt_boxes}
+    return result, parts
 
 
 def truth_nodes(sup: SuperTaxonomy, objects: Iterable[dict[str, Any]], nodes: set[str]) -> list[tuple[str, list]]:

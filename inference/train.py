@@ -104,6 +104,60 @@ def _optimizer_from(tensors: dict[str, torch.Tensor], groups: dict[str, Any]) ->
     return {"state": state, "param_groups": groups["param_groups"]}
 
 
+def save_state(state_dir: Path, model, opt, meta: dict[str, Any]) -> None:
+    """Model, optimizer and `meta` (counters, config) to `state_dir`, weights first, each file moved into place:
+    a crash leaves the previous state or the new one, never a JSON that points at half-written tensors."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_t, opt_meta = _optimizer_tensors(opt)
+    tensors.update(opt_t)
+    tmp = state_dir / "state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, state_dir / "state.safetensors")
+    tmp_j = state_dir / "state.json.tmp"
+    tmp_j.write_text(json.dumps({**meta, "optimizer": opt_meta}), encoding="utf-8")
+    os.replace(tmp_j, state_dir / "state.json")
+
+
+def load_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(tensors, meta) saved by `save_state`, or None when there is none; TrainError when unreadable."""
+    j = state_dir / "state.json"
+    if not j.is_file():
+        return None
+    try:
+        meta = json.loads(j.read_text(encoding="utf-8"))
+        tensors = load_file(str(state_dir / "state.safetensors"))
+    except Exception as e:
+        raise TrainError(f"{state_dir}: unreadable training state ({e}); delete it to start over") from e
+    return tensors, meta
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    opt.load_state_dict(_optimizer_from({k: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"]))
+
+
+def train_step(model, opt, scaler, loss_fn, phase: Phase, x: torch.Tensor, batch: list[dict], device: torch.device,
+               amp: bool, step: int) -> float:
+    """One optimizer step on a collated batch; returns the loss. Shared by `train` and the follow trainer."""
+    x = x.to(device, non_blocking=True)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    for t in batch:
+        t["boxes_yxyx"] = t["boxes_yxyx"].to(device)
+        t["weights"] = t["weights"].to(device)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        loss, _ = loss_fn(x, batch, phase)
+    if not torch.isfinite(loss):
+        raise TrainError(f"the loss became {float(loss)} at step {step}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
+
+
 class Trainer:
     def __init__(self, ws: Workspace, out: str | Path, cfg: TrainConfig):
         self.ws, self.out, self.cfg = ws, Path(out), cfg
@@ -137,27 +191,13 @@ class Trainer:
         return self.out / STATE_DIR
 
     def _save_state(self, model, opt, counters: dict[str, Any]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        opt_t, opt_meta = _optimizer_tensors(opt)
-        tensors.update(opt_t)
-        tmp = self.state_dir / "state.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.state_dir / "state.safetensors")
-        meta = {"config": self.cfg.identity(), "counters": counters, "optimizer": opt_meta}
-        tmp_j = self.state_dir / "state.json.tmp"
-        tmp_j.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp_j, self.state_dir / "state.json")
+        save_state(self.state_dir, model, opt, {"config": self.cfg.identity(), "counters": counters})
 
     def _load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        j = self.state_dir / "state.json"
-        if not j.is_file():
+        loaded = load_state(self.state_dir)
+        if loaded is None:
             return None
-        try:
-            meta = json.loads(j.read_text(encoding="utf-8"))
-            tensors = load_file(str(self.state_dir / "state.safetensors"))
-        except Exception as e:
-            raise TrainError(f"{self.state_dir}: unreadable training state ({e}); delete it to start over") from e
+        tensors, meta = loaded
         if meta.get("config") != self.cfg.identity():
             raise TrainError(f"{self.state_dir}: a run with other settings was interrupted here; rerun it with the "
                              "same options, or delete that folder (or pick another --out) to start over")
@@ -239,29 +279,14 @@ class Trainer:
                 progress = (counters["phase_seconds"] if kind == "seconds" else counters["phase_step"]) / budget
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * lr_factor(progress)
-                x = x.to(self.device, non_blocking=True)
-                if self.device.type == "cpu":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                for t in batch:
-                    t["boxes_yxyx"] = t["boxes_yxyx"].to(self.device)
-                    t["weights"] = t["weights"].to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    loss, parts = loss_fn(x, batch, phase)
-                if not torch.isfinite(loss):
-                    raise TrainError(f"the loss became {float(loss)} at step {counters['steps']}; lower --lr")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-                scaler.step(opt)
-                scaler.update()
+                value = train_step(model, opt, scaler, loss_fn, phase, x, batch, self.device, self.amp,
+                                   counters["steps"])
                 dt = time.perf_counter() - t0
                 counters["phase_step"] += 1
                 counters["steps"] += 1
                 counters["phase_seconds"] += dt
                 counters["seconds"] += dt
                 counters["images"] += len(batch)
-                value = float(loss)
                 counters["loss"] = value if counters["loss"] is None else 0.9 * counters["loss"] + 0.1 * value
                 bar.update(max(0, min(used(), int(budget)) - bar.n))
                 bar.set_postfix(loss=f"{counters['loss']:.3f}", img_s=f"{len(batch) / dt:.1f}",

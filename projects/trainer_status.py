@@ -64,8 +64,23 @@ def _run_dict(row: dict[str, Any], stale_s: float) -> dict[str, Any]:
     out["config"] = json.loads(out.get("config") or "{}")
     age = _age_s(out["updated_at"])
     out["heartbeat_age_s"] = age
-    out["alive"] = out["state"] in ACTIVE and age is not None and age <= stale_s
+    out["alive"] = (out["state"] in ACTIVE and age is not None and age <= stale_s
+                    and not (out.get("host") == socket.gethostname() and not _pid_running(out.get("pid"))))
     return out
+
+
+def _pid_running(pid: int | None) -> bool:
+    """Whether a process of this machine is running (a run killed with SIGKILL is dead at once, not only
+    once its heartbeat is stale)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def _age_s(stamp: str | None) -> float | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 
 from labeler.cli import CommandError, arg, arguments, command
 from projects.workspace import Workspace
@@ -41,7 +44,29 @@ def _models() -> list[str]:
            arg("--threads", type=int, help="torch CPU threads"),
            arg("--seed", type=int, default=0),
            arg("--no-eval", action="store_true", help="skip the validation-split evaluation"),
-           arg("--no-register", action="store_true", help="do not register the model version in the workspace"))
+           arg("--no-register", action="store_true", help="do not register the model version in the workspace"),
+           arg("--follow", action="store_true",
+               help="keep training while people label: stream newly submitted images, checkpoint regularly and "
+                    "register a checkpoint only when it beats the current model on the test split; stops on "
+                    "Ctrl-C, SIGTERM or a stop from the window (--minutes/--steps cap it)"),
+           arg("--every-minutes", type=float, metavar="M",
+               help="--follow: a checkpoint every M minutes of training (default 10)"),
+           arg("--every-images", type=int, metavar="N",
+               help="--follow: a checkpoint once N newly submitted images have been trained on"),
+           arg("--every-steps", type=int, metavar="S", help="--follow: a checkpoint every S optimizer steps"),
+           arg("--new-share", type=float, default=0.5,
+               help="--follow: share of each batch drawn from new images, the rest replays older ones (0.5)"),
+           arg("--min-delta", type=float, default=0.0,
+               help="--follow: register when the checkpoint beats the current model by more than this (0)"),
+           arg("--gate-metric", default="mAP50", help="--follow: mAP50 (default), mAP or recall"),
+           arg("--poll-seconds", type=float, default=10.0,
+               help="--follow: how often the workspace is read for new submissions (10)"),
+           arg("--patience", type=int, default=3,
+               help="--follow: after this many checkpoints in a row not registered and no new image, wait for new "
+                    "submissions instead of training on (0: never wait)"),
+           arg("--max-checkpoints", type=int, help="--follow: stop after this many checkpoints"),
+           arg("--nice", type=int, default=0, help="lower this process's CPU priority by this much (the window's "
+                                                    "trainer button uses 10)"))
 def train_cmd(args) -> int:
     import torch
 
@@ -49,6 +74,15 @@ def train_cmd(args) -> int:
     from inference.models import ModelError
     from inference.train import TrainConfig, TrainError, train
 
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except (OSError, AttributeError):
+            pass
+    if args.follow:
+        return _follow(args)
+    if any(v is not None for v in (args.every_minutes, args.every_images, args.every_steps, args.max_checkpoints)):
+        raise CommandError("--every-minutes, --every-images, --every-steps and --max-checkpoints need --follow")
     if sum(b is not None for b in (args.epochs, args.minutes, args.steps)) != 1:
         raise CommandError("give exactly one of --epochs N, --minutes M or --steps S")
     if args.approach not in _approaches():
@@ -80,4 +114,66 @@ def train_cmd(args) -> int:
         print(f"registered as model {result.model_id} in {args.ws}")
     else:
         print(json.dumps({"version": result.version}))
+    return 0
+
+
+def _check_common(args) -> None:
+    if args.approach not in _approaches():
+        raise CommandError(f"unknown approach {args.approach!r} (one of {', '.join(_approaches())})")
+    if args.model not in _models():
+        raise CommandError(f"unknown model {args.model!r} (one of {', '.join(_models())})")
+
+
+def _follow(args) -> int:
+    """`labeler train WS --out DIR --follow`: train until stopped (inference/follow.py)."""
+    import torch
+
+    from inference.follow import FollowConfig, FollowTrainer
+    from inference.train import TrainConfig
+
+    if args.epochs is not None:
+        raise CommandError("--follow trains until stopped: give no --epochs (--minutes or --steps cap the run)")
+    if args.no_register or args.no_eval:
+        raise CommandError("--follow evaluates every checkpoint and registers the better ones: "
+                           "--no-eval and --no-register do not apply")
+    _check_common(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    projects = [p.strip() for p in args.projects.split(",")] if args.projects else None
+    cfg = TrainConfig(approach=args.approach, model=args.model, image_size=args.image_size, minutes=args.minutes,
+                      steps=args.steps, projects=projects, batch_size=args.batch_size, lr=args.lr,
+                      pretrained=args.pretrained, seed=args.seed,
+                      ignore_band=(0.4, 0.5) if args.ignore_band else None,
+                      dtype="float16" if args.half else "float32", device=args.device)
+    fcfg = FollowConfig(every_minutes=args.every_minutes, every_images=args.every_images,
+                        every_steps=args.every_steps, recent_share=args.new_share, metric=args.gate_metric,
+                        min_delta=args.min_delta, poll_s=args.poll_seconds, patience=args.patience,
+                        max_checkpoints=args.max_checkpoints)
+    stop = threading.Event()
+    how: list[str] = []
+    held: list = []  # the trainer, once built (the handler names the signal in its status row)
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set() and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        how.append(signal.Signals(signum).name)
+        if held:
+            held[0].stopped_by = held[0].stopped_by or how[0]
+        print(f"\n{how[-1]}: stopping after the current step (its state is kept for a resume)…", flush=True)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Workspace.open(args.ws) as ws:
+            held.append(FollowTrainer(ws, args.out, cfg, fcfg, stop))
+            if how:
+                held[0].stopped_by = how[0]
+            result = held[0].run()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    print(f"follow trainer stopped ({result.stopped_by}): {result.steps} steps, {result.images_seen} images, "
+          f"{len(result.checkpoints)} checkpoints, {len(result.registered)} registered; the same command resumes it")
+    for c in result.registered:
+        print(f"  model {c.model_id}: {c.version} ({c.gate.metric} {c.gate.candidate:.3f}) in {c.folder}")
     return 0
