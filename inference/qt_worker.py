@@ -41,8 +41,9 @@ class QtPredictionWorker(QObject):
         self.service.start()
         return self
 
-    def stop(self) -> None:
-        self.service.stop()
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop after its current step and wait up to `timeout` seconds for it."""
+        self.service.stop(timeout)
 
     def show(self, image_id: int, prefetch: list[int] | tuple[int, ...] = ()) -> None:
         """The annotator is looking at `image_id`; the next images are worth predicting ahead."""

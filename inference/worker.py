@@ -7,7 +7,8 @@ Qt-free (the GUI adapts it in `inference/qt_worker.py`; the CLI uses it directly
   longer needed are cancelled (`retarget` cancels every prefetch the annotator has moved away from).
 * **Cache.** Results go to the workspace's predictions table per (image, model version); an image
   already predicted by the current model is answered from the table without a forward pass, so no
-  image is ever predicted twice by the same model, across sessions too.
+  image is ever predicted twice by the same model, across sessions too. Such answers come before the
+  model is loaded: torch is imported (in this thread) only when a forward pass or a job needs it.
 * **Hot swap.** Before each request the thread checks whether a newer model version was registered
   in the workspace and, if so, loads it (in this thread, never the GUI's).
 * **Failure.** A missing, corrupt or mismatched model is reported through `on_status` and the service
@@ -41,6 +42,9 @@ from projects.values import Detection
 from projects.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+
+SAVE_WAIT_S = 5.0  # stop() waits this long at most for a save under way to commit
 
 
 class Priority(IntEnum):
@@ -123,6 +127,8 @@ class PredictionService:
         self.forward_passes = 0  # images sent through the model (for tests and benchmarks)
         self._failed_models: dict[int, str] = {}  # registered models that would not load (why): skipped
         self._none_announced = False
+        self._write_lock = threading.Lock()  # held while predictions are saved; stop() waits for it
+        self._torch_ready = False  # torch imported and its threads capped (in this thread, on first need)
         self.stopped_reason: str | None = None  # set when the thread ended for any reason but stop()
 
     # --- public API (any thread) ----------------------------------------------------------------
@@ -132,9 +138,14 @@ class PredictionService:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current step, waiting up to `timeout` s for the thread to end. A save under way
+        commits first (waited for on its own, up to `SAVE_WAIT_S`); nothing is written after stop(), so a
+        caller that waits less (the window on quit) leaves a thread that is only computing or loading."""
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+        if self._write_lock.acquire(timeout=SAVE_WAIT_S):
+            self._write_lock.release()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -206,22 +217,19 @@ class PredictionService:
     # --- the thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        except ImportError:  # a fake predictor in tests needs no torch
-            pass
-        try:
             ws = Workspace.open(self.workspace)
         except BaseException as e:  # reported to the caller, never silently dropped
             self._end(f"the prediction worker cannot open the workspace ({describe(e)})")
             return
         try:
-            self._guarded(self._refresh_model, ws)
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     return
+                batch = self._answer_from_cache(ws, batch)  # no torch, no model needed for these
+                if not batch:
+                    continue
+                self._torch_threads()
                 self._guarded(self._refresh_model, ws)
                 try:
                     self._serve(ws, batch)
@@ -239,6 +247,52 @@ class PredictionService:
                 ws.close()
             except Exception:
                 log.exception("prediction worker: closing the workspace failed")
+
+    def _torch_threads(self) -> None:
+        """Import torch (in this thread, the first time a model or a job needs it) and cap its threads."""
+        if self._torch_ready:
+            return
+        self._torch_ready = True
+        try:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        except ImportError:  # a fake predictor in tests needs no torch
+            pass
+
+    def _model_to_use(self, ws: Workspace) -> dict | None:
+        """The registered model `_refresh_model` would use, without loading it: the loaded one while it is
+        still the newest that has not failed (or the pinned one), else that newest one."""
+        rows = ws.models()
+        if self.pinned_model is not None:
+            rows = [r for r in rows if r["id"] == self.pinned_model]
+        return next((r for r in reversed(rows) if r["id"] == self.model_id or r["id"] not in self._failed_models),
+                    None)
+
+    def _answer_from_cache(self, ws: Workspace, batch: list[_Request]) -> list[_Request]:
+        """Answer the image requests whose predictions by the model to use are stored, before that model
+        (and torch, seconds of import) is loaded: an image predicted in an earlier session shows its
+        pre-labels at once after start. Returns the requests still to serve."""
+        if not batch or batch[0].job is not None:
+            return batch
+        try:
+            row = self._model_to_use(ws)
+        except Exception:  # a locked database: `_serve` reports it per request
+            return batch
+        if row is None:
+            return batch
+        rest = []
+        for req in batch:
+            try:
+                cached = ws.predictions(req.image_id, row["id"])
+            except Exception:
+                cached = None
+            if cached is None:
+                rest.append(req)
+                continue
+            dets = [Detection(r["node"], (r["x1"], r["y1"], r["x2"], r["y2"]), r["score"]) for r in cached]
+            self._emit(req, Result(req.image_id, row["id"], row["version"], dets, True))
+        return rest
 
     def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -412,11 +466,19 @@ class PredictionService:
 
     def _save(self, ws: Workspace, req: _Request, dets: list[Any]) -> None:
         """Store one image's detections (one transaction: all of them or none) and answer the request."""
-        try:
-            boxes = [Detection(d.node, tuple(float(v) for v in d.box), float(d.score)) for d in dets]
-            ws.save_predictions(req.image_id, self.model_id, [(b.node, b.box, b.score) for b in boxes])
-        except Exception as e:
-            self._fail(req, f"saving the predictions failed ({describe(e)})")
+        with self._write_lock:
+            if self._stop:  # stopping: nothing more is written (stop() waits only for a save under way)
+                self._done(req)
+                return
+            try:
+                boxes = [Detection(d.node, tuple(float(v) for v in d.box), float(d.score)) for d in dets]
+                ws.save_predictions(req.image_id, self.model_id, [(b.node, b.box, b.score) for b in boxes])
+            except Exception as e:
+                failed = e
+            else:
+                failed = None
+        if failed is not None:
+            self._fail(req, f"saving the predictions failed ({describe(failed)})")
             return
         self._emit(req, Result(req.image_id, self.model_id, self.model_version, boxes, False))
 

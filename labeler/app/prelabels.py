@@ -33,9 +33,9 @@ from PySide6.QtWidgets import QApplication, QLabel, QSlider
 
 from inference.prelabels import Proposal, customer_proposals
 from inference.qt_worker import QtPredictionWorker
-from inference.refine import refine_box, refine_click
 from inference.worker import Result
 from labeler.app import keymap
+from labeler.app.startup import after_first_paint
 from labeler.app.submit import SELECTION, Veto
 from labeler.app.undo import DecideProposals, WorkspaceCommand
 from projects.imaging import read_image
@@ -50,6 +50,7 @@ REFINED_ID = -1  # the proposal id of a refine answer (proposal ids are otherwis
 PREFETCH = 3
 SAME_OBJECT_IOU = 0.5  # a proposal this close to the refine answer is the same object: the answer is shown alone
 SOURCE_WORDS = {"cache": "model", "redetect": "model, crop", "grabcut": "GrabCut"}  # where a refine answer came from
+STOP_WAIT_S = 0.1  # how long closing the window waits for the worker to end (a save under way always commits)
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,16 @@ class PrelabelController(QObject):
         # Enter accepts a selected proposal before anything else may stop or run the submit
         window.submit_pipeline.before_submit("accept selected pre-label", SELECTION, self._accept_before_submit)
         window.installEventFilter(self)
-        self.worker.start()
+        self._started = False
+        after_first_paint(window, self.start_worker)  # the image first; torch loads in the worker after it
         self._on_image_changed()
+
+    def start_worker(self) -> None:
+        """Start the prediction worker (once). Its requests are queued from the start: the current image's
+        pre-labels come first, from the workspace's cache when they are stored, before the model loads."""
+        if not self._started:
+            self._started = True
+            self.worker.start()
 
     def _accept_before_submit(self, image: dict) -> Veto | None:
         """The submit check: with a proposal selected, Enter accepts it and the image is not submitted."""
@@ -145,6 +154,7 @@ class PrelabelController(QObject):
 
     def wait_for_current(self, timeout_s: float) -> bool:
         """Process events until the current image's detections arrived (screenshots, tests)."""
+        self.start_worker()
         clock = QElapsedTimer()
         clock.start()
         while clock.elapsed() < timeout_s * 1000:
@@ -170,11 +180,23 @@ class PrelabelController(QObject):
         self.worker.show(image_id, prefetch)
         self.render()
 
+    def repredict(self) -> None:
+        """A newer model version was registered (the follow trainer): ask again for the image on screen and the
+        prefetched ones. The worker swaps to the new model on the first of these requests (in its thread) and
+        their proposals are replaced as its answers arrive; the decisions already made stay in the database."""
+        image_id = self._image_id()
+        if image_id is None:
+            return
+        prefetch = [i for i, _ in self.session.neighbours(PREFETCH)][: PREFETCH]
+        self.worker.show(image_id, prefetch)
+
     def _on_result(self, result: Result) -> None:
         if result.error and not result.detections:  # this image only: the worker goes on with the next
             if result.image_id == self._image_id() and result.error != "no model" and self.stopped is None:
                 self.w.statusBar().showMessage(f"pre-labels: {result.error}", 8000)
             return
+        if result.image_id == self._image_id() and self.model_ids.get(result.image_id) not in (None, result.model_id):
+            self.retags = {}  # another model's proposals: a class given to the old ones does not carry over
         self.detections[result.image_id] = result.detections
         self.model_ids[result.image_id] = result.model_id
         if result.image_id == self._image_id():
@@ -368,7 +390,9 @@ class PrelabelController(QObject):
         dets = list(self.detections.get(image_id, []))
         allowed = self._allowed_nodes()
 
-        def job(predictor):
+        def job(predictor):  # runs in the worker's thread, which imports torch (refine needs it)
+            from inference.refine import refine_box, refine_click
+
             image = read_image(path)
             predict = (lambda crop: predictor.predict([crop])[0]) if predictor is not None else None
             if kind == "click":
@@ -420,7 +444,11 @@ class PrelabelController(QObject):
             "(a number key changes it), Enter accepts, Delete rejects", 8000)
 
     def shutdown(self) -> None:
-        self.worker.stop()
+        """The window closes: the worker stops after its current step, and writes nothing more. A save of
+        predictions under way commits first; a forward pass, a model loading or torch importing have nothing
+        to save and are waited for only briefly, so quitting never hangs on them. Edits are the GUI
+        thread's, all committed already."""
+        self.worker.stop(STOP_WAIT_S)
 
 
 def install(window: MainWindow, worker: QtPredictionWorker | None = None) -> PrelabelController:

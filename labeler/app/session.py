@@ -41,9 +41,11 @@ class LabelingSession(QObject):
     message = Signal(str)  # one line for the status bar
     failed = Signal(str)  # an edit could not be written (nothing of it was): the window must say so
 
-    def __init__(self, ws: Workspace, project: str | None = None, parent: QObject | None = None):
+    def __init__(self, ws: Workspace, project: str | None = None, parent: QObject | None = None,
+                 resume: bool = False):
         super().__init__(parent)
         self.ws = ws
+        self.resume = resume  # a project opens on its first image not submitted (the app), else on its first
         self.stacks: dict[str, QUndoStack] = {}
         self.project: str = ""
         self.labels: list[dict[str, Any]] = []
@@ -80,7 +82,15 @@ class LabelingSession(QObject):
         self.project_changed.emit()
         self.queue_changed.emit()
         self.counts_changed.emit()
-        self.go_to(0)
+        self.go_to(self.first_open_row() if self.resume else 0)
+
+    def first_open_row(self) -> int:
+        """Where a project opens: its first image not submitted yet (unlabeled or in progress), so a day's
+        work resumes where it stopped; the first image when every one is submitted."""
+        found = [i for i in (self.ws.next_image_with_status(self.project, s, -1) for s in ("unlabeled", "in_progress"))
+                 if i is not None]
+        row = self.row_of(min(found)) if found else None
+        return row if row is not None else 0
 
     def set_filter(self, status: str | None) -> None:
         """Show only images with this status (None: all). The list is a snapshot: an image submitted

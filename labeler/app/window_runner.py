@@ -5,16 +5,19 @@ Kept apart from the command so tests and benchmarks can open a session without a
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 import labeler.app.findings
 import labeler.app.prelabels  # noqa: F401  (registers its key bindings before any window is built)
-from labeler.app import settings
+from labeler.app import settings, startup
 from labeler.app.main_window import MainWindow
 from labeler.app.session import LabelingSession
 from labeler.cli import CommandError
@@ -49,7 +52,7 @@ def open_session(folder: str | Path, project: str | None = None, image: int | No
         if project is None:
             remembered = settings.last_project(folder)
             project = remembered if remembered in names else None
-        session = LabelingSession(ws, project)
+        session = LabelingSession(ws, project, resume=True)  # on the first image not submitted yet
         if image is not None:
             n = len(session.queue)
             if not 1 <= image <= n:
@@ -61,19 +64,24 @@ def open_session(folder: str | Path, project: str | None = None, image: int | No
         raise
 
 
-def build_window(session: LabelingSession, *, prelabels: bool = True, lint: bool = True) -> MainWindow:
+def build_window(session: LabelingSession, *, prelabels: bool = True, lint: bool = True,
+                 trainer: bool = True) -> MainWindow:
     """The window and its controllers, each built here by name and set as a typed attribute of the window
-    (`window.prelabels`, `window.findings`; None when left out). The order they are built in changes
-    nothing: the submit pipeline runs its checks by their declared order (`labeler.app.submit`), and no
-    controller rewires another's action. The lint check shares the prediction worker's thread."""
+    (`window.prelabels`, `window.findings`, `window.trainer`; None when left out). The order they are built in
+    changes nothing: the submit pipeline runs its checks by their declared order (`labeler.app.submit`), and no
+    controller rewires another's action. The lint check shares the prediction worker's thread; the trainer
+    panel (model figures, start/stop of the follow trainer) asks the pre-labels to refresh after a hot swap."""
     from labeler.app.findings import FindingsController
     from labeler.app.prelabels import PrelabelController
+    from labeler.app.trainer_panel import TrainerPanel
 
     window = MainWindow(session)
     if prelabels:
         window.prelabels = PrelabelController(window)
     if lint:
         window.findings = FindingsController(window, window.prelabels.worker if window.prelabels else None)
+    if trainer:
+        window.trainer = TrainerPanel(window)
     return window
 
 
@@ -122,6 +130,7 @@ class _Runner:
         self.window.workspace_requested.connect(self.switch)
         session.project_changed.connect(lambda: settings.remember(session.ws.folder, session.project))
         settings.remember(session.ws.folder, session.project)
+        self.report = startup.report_to(self.window)
         self.window.show()
         if old is not None:
             old.close()
@@ -146,13 +155,33 @@ def _excepthook(window_getter):
     return hook
 
 
-def run_window(app: QApplication, session: LabelingSession) -> int:
+def run_window(app: QApplication, session: LabelingSession, exit_process: bool = True) -> int:
+    """Run the window until it is closed (Ctrl+Q). Every edit was committed when it was made; on the way
+    out the workspace is closed and the prediction worker has been asked to stop (it is waited for only
+    briefly: `PrelabelController.shutdown`). With `exit_process` the process then ends at once: the
+    interpreter's teardown of torch and Qt takes about 2 s here and keeps nothing anyone needs."""
     runner = _Runner(session)
     previous = sys.excepthook
     sys.excepthook = _excepthook(lambda: runner.window)
     try:
-        return app.exec()
+        code = app.exec()
     finally:
         sys.excepthook = previous
         if runner.window is not None:
             runner.window.session.ws.close()
+        if runner.report is not None:
+            runner.report.write("exit")
+    if exit_process:
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown (`os._exit`), after flushing what it prints."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said on it
+            pass
+    os._exit(code)
