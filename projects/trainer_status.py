@@ -65,11 +65,11 @@ def _run_dict(row: dict[str, Any], stale_s: float) -> dict[str, Any]:
     age = _age_s(out["updated_at"])
     out["heartbeat_age_s"] = age
     out["alive"] = (out["state"] in ACTIVE and age is not None and age <= stale_s
-                    and not (out.get("host") == socket.gethostname() and not _pid_running(out.get("pid"))))
+                    and not (out.get("host") == socket.gethostname() and not pid_running(out.get("pid"))))
     return out
 
 
-def _pid_running(pid: int | None) -> bool:
+def pid_running(pid: int | None) -> bool:
     """Whether a process of this machine is running (a run killed with SIGKILL is dead at once, not only
     once its heartbeat is stale)."""
     if not pid:
@@ -80,7 +80,11 @@ def _pid_running(pid: int | None) -> bool:
         return False
     except (PermissionError, OSError):
         return True
-    return True
+    try:  # an ended process nobody has reaped yet (a container's init may never) is not running
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _age_s(stamp: str | None) -> float | None:

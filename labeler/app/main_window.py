@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from labeler.app import keymap
+from labeler.app import keymap, settings
 from labeler.app.loader import DecodedImage, ImageLoader
 from labeler.app.session import LabelingSession
 from labeler.app.submit import READABLE, SubmitPipeline, Veto
@@ -45,6 +45,7 @@ from widgets.shortcut_sheet import ShortcutSheet
 if TYPE_CHECKING:
     from labeler.app.findings import FindingsController
     from labeler.app.prelabels import PrelabelController
+    from labeler.app.trainer_panel import TrainerPanel
 
 TOOLBAR = {"previous_image": "◀ Previous", "next_image": "Next ▶", "next_unlabeled": "Next unlabeled",
            "submit_and_next": "Submit ✓", "undo": "Undo", "redo": "Redo", "fit": "Fit", "shortcuts": "Keys (F1)"}
@@ -65,6 +66,7 @@ class MainWindow(QMainWindow):
     workspace_requested = Signal(str)  # the user chose another workspace folder (Ctrl+O)
     findings: FindingsController | None = None  # lint on submit and the findings dock
     prelabels: PrelabelController | None = None  # the model's proposals and refine
+    trainer: TrainerPanel | None = None  # the model in use, its figures, and the follow trainer's start/stop
 
     def __init__(self, session: LabelingSession, loader: ImageLoader | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -84,6 +86,7 @@ class MainWindow(QMainWindow):
         self._prefetch_timer.setInterval(PREFETCH_DELAY_MS)
         self._prefetch_timer.timeout.connect(self._prefetch)
         self._dialogs: list[QWidget] = []
+        self.new_image_zoom = settings.new_image_zoom()  # "fit" (default) or "keep"
         self.unreadable: dict[int, str] = {}  # image id -> why its pixels could not be read (this session)
         self.submit_pipeline = SubmitPipeline(lambda: self.session.image, self.session.submit_and_next,
                                               lambda image_id: self.session.ws.image(image_id)["status"])
@@ -189,6 +192,8 @@ class MainWindow(QMainWindow):
         s, img = self.session, self.session.image
         self.canvas.cancel_gesture()  # a drag begun on the previous image must not land on this one
         self.canvas.set_proposals([])
+        if self.new_image_zoom == "fit":
+            self.canvas.open_fitted()  # not at the last image's zoom (a lint close-up, a wheel zoom)
         self.ready_image_id = None
         if img is None:
             message = ("No image has this status." if s.status_filter else
@@ -325,6 +330,13 @@ class MainWindow(QMainWindow):
         self.session.delete(ids)
         if self.last_error is error:  # written (a failure has said so itself)
             self.statusBar().showMessage(f"deleted {len(ids)} box{'es' if len(ids) != 1 else ''} (Ctrl+Z undoes)", 4000)
+
+    def toggle_new_image_zoom(self) -> None:
+        """New images open fitted, or at the zoom of the image before (remembered for the next sessions)."""
+        self.new_image_zoom = "keep" if self.new_image_zoom == "fit" else "fit"
+        settings.set_preference("new_image_zoom", self.new_image_zoom)
+        self.statusBar().showMessage("new images open fitted to the window" if self.new_image_zoom == "fit" else
+                                     "new images keep the current zoom", 5000)
 
     def use_shortcut(self, key: str) -> None:
         lab = self.session.label_for_shortcut(key)
