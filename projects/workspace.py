@@ -350,8 +350,11 @@ class Workspace:
             self.db["annotations"].update(annotation_id, {"deleted_at": t, "updated_at": t})
 
     def restore_annotation(self, annotation_id: int) -> None:
+        """Undo a soft delete; like an added box, it makes an unlabeled image "in progress"."""
         with self.db.atomic():
-            self.db["annotations"].update(annotation_id, {"deleted_at": None, "updated_at": now()})
+            t = now()
+            self.db["annotations"].update(annotation_id, {"deleted_at": None, "updated_at": t})
+            self._touch_status(self.annotation(annotation_id)["image_id"], t)
 
     def annotation(self, annotation_id: int) -> dict[str, Any]:
         return dict(self.db["annotations"].get(annotation_id))

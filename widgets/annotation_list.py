@@ -10,6 +10,9 @@ from widgets.labels_panel import swatch
 
 __all__ = ["AnnotationList", "AnnotationRow"]
 
+LABEL_ROOM = "Pedestrian_child"  # the label column fits a name this long
+PROVENANCE_WORDS = ("manual", "prelabel_accepted", "prelabel_adjusted", "refined", "imported")  # shown in full
+
 
 class AnnotationList(QTreeWidget):
     selection_changed = Signal(object)  # list[int] of annotation ids the user selected here
@@ -21,15 +24,26 @@ class AnnotationList(QTreeWidget):
         self.setRootIsDecorated(False)
         self.setUniformRowHeights(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        # Fixed widths: measuring the columns on every switch cost more than the rest of the list.
-        self.setColumnWidth(0, 150)
-        self.setColumnWidth(1, 80)
         self.header().setStretchLastSection(True)
+        self._fit_columns()
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.itemSelectionChanged.connect(self._emit_selection)
         self._quiet = False
         self._items: dict[int, QTreeWidgetItem] = {}
         self._shown: dict[int, AnnotationRow] = {}
+
+    def _fit_columns(self) -> None:
+        """Fixed widths, measured once (measuring the columns on every switch cost more than the rest of the
+        list): a typical long label, a four-digit size, and the widest provenance word in full, which the
+        list's minimum width keeps visible (a longer label is cut; its tooltip has it whole)."""
+        fm = self.fontMetrics()
+        pad = 2 * self.style().pixelMetric(self.style().PixelMetric.PM_FocusFrameHMargin) + 8
+        label = fm.horizontalAdvance(LABEL_ROOM) + self.iconSize().width() + 8 + pad
+        size = fm.horizontalAdvance("0000 × 0000") + pad
+        provenance = max(fm.horizontalAdvance(p) for p in PROVENANCE_WORDS) + pad
+        self.setColumnWidth(0, label)
+        self.setColumnWidth(1, size)
+        self.setMinimumWidth(label + size + provenance + 2 * self.frameWidth())
 
     def set_annotations(self, rows: list[AnnotationRow]) -> None:
         """Show these rows. Items are kept by id and only changed cells are touched: an edit re-sends

@@ -329,6 +329,11 @@ class Canvas(QGraphicsView):
         self._apply_scale(max(MIN_ZOOM, min(MAX_ZOOM, s)))
         self.centerOn(self._size[0] / 2, self._size[1] / 2)
 
+    def open_fitted(self) -> None:
+        """The next picture set opens fitted to the window: a new image does not inherit the zoom of the
+        last one (a lint finding's close-up, a wheel zoom)."""
+        self._fit_mode = True
+
     def actual_size(self) -> None:
         """One image pixel per screen pixel, keeping the view's centre."""
         center = self.mapToScene(self.viewport().rect().center())

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
-from PySide6.QtWidgets import QDockWidget
+from PySide6.QtWidgets import QDockWidget, QTabBar
 
 from labeler.app import keymap
 from labeler.app.submit import LINT, Veto
@@ -54,6 +54,20 @@ SUBMIT_ORDER = 100  # after_submit order of gold scoring
 def _row(f: dict[str, Any]) -> FindingRow:
     return FindingRow(f["id"], f["kind"], f["score"], (f["x1"], f["y1"], f["x2"], f["y2"]), f["message"],
                       f["state"], f["annotation_id"], f.get("suggested_label"))
+
+
+def _reserve_title_room(findings: QDockWidget, quality: QDockWidget) -> None:
+    """The findings tab's title grows with its count ("Lint findings (12 open)") and the tabs of the two
+    docks must fit side by side: reserve that width from the start, so the canvas and panels never
+    change width when findings appear."""
+    bar = QTabBar()  # measured as the window's own dock tabs measure themselves
+    bar.setFont(findings.font())
+    bar.addTab("Lint findings (99 open)")
+    bar.addTab(quality.windowTitle())
+    tabs = bar.sizeHint().width()
+    bar.deleteLater()
+    for dock in (findings, quality):
+        dock.setMinimumWidth(max(dock.minimumSizeHint().width(), tabs))
 
 
 def _calibrate(folder: Path, project: str, model_id: int):
@@ -124,6 +138,7 @@ class FindingsController(QObject):
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.quality)
         window.tabifyDockWidget(self.dock, self.quality)
         self.dock.raise_()
+        _reserve_title_room(self.dock, self.quality)
         self.pending: int | None = None  # the image whose open findings are on review
         self._model_id: int | None = None  # the model version of the findings shown
         self.calibrations: dict[tuple[str, int], Any] = {}  # (project, model id) -> ScoreCalibration or None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 
+from widgets import findings_panel
 from widgets.shortcut_sheet import SheetRow
 
 if TYPE_CHECKING:
@@ -44,12 +45,20 @@ def bind(name: str, keys: tuple[str, ...], description: str, group: str):
     return wrap
 
 
-def gesture(name: str, keys: str, description: str) -> None:
-    BINDINGS.append(Binding(name, (keys,), description, None, "Mouse"))
+def gesture(name: str, keys: str, description: str, group: str = "Mouse") -> None:
+    """A row without a handler: a mouse gesture, or keys a widget handles while it has the focus."""
+    BINDINGS.append(Binding(name, (keys,), description, None, group))
+
+
+# The F1 sheet lists groups in this order, each once, wherever their rows were registered (the
+# controllers' modules add rows to "Pre-labels", "Lint findings" and "Mouse" when they are imported).
+GROUP_ORDER = ("Images", "Boxes", "Pre-labels", "Lint findings", "View", "Window", "Mouse")
 
 
 # --- images ------------------------------------------------------------------------------------
-@bind("submit_and_next", ("Return", "Enter"), "Submit the image and go to the next one not yet submitted", "Images")
+@bind("submit_and_next", ("Return", "Enter"),
+      "Accept the selected pre-label; with none selected, submit the image (after the lint check) and go to the "
+      "next one not yet submitted", "Images")
 def submit_and_next(w: MainWindow) -> None:
     w.submit()  # the submit pipeline: its checks (selected pre-label, unreadable image, lint) may stop it
 
@@ -159,6 +168,12 @@ def fit(w: MainWindow) -> None:
     w.canvas.fit()
 
 
+@bind("new_image_zoom", ("Ctrl+Shift+F",),
+      "New images open fitted (default) or keep the zoom of the image before: a switch, remembered", "View")
+def new_image_zoom(w: MainWindow) -> None:
+    w.toggle_new_image_zoom()
+
+
 @bind("actual_size", ("Ctrl+0",), "Zoom to 100 % (one image pixel per screen pixel)", "View")
 def actual_size(w: MainWindow) -> None:
     w.canvas.actual_size()
@@ -225,6 +240,7 @@ def install(window: MainWindow, bindings: list[Binding] = BINDINGS) -> dict[str,
 def sheet_rows(bindings: list[Binding] = BINDINGS) -> list[SheetRow]:
     """The table as the F1 sheet shows it, keys in the platform's own notation; a family is one line."""
     rows: list[SheetRow] = []
+    keyless: set[int] = set()  # rows of gestures and widget keys: after the window's keys of their group
     families: dict[str, int] = {}
     for b in bindings:
         keys = b.keys if b.handler is None else [QKeySequence(k).toString(QKeySequence.SequenceFormat.NativeText)
@@ -236,5 +252,23 @@ def sheet_rows(bindings: list[Binding] = BINDINGS) -> list[SheetRow]:
             continue
         if b.family:
             families[b.family] = len(rows)
+        if b.handler is None:
+            keyless.add(len(rows))
         rows.append(SheetRow(b.group, text, b.family or b.description))
-    return rows
+    rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+    other = rank["Window"] + 0.5  # a group not named above goes before the mouse gestures
+    order = sorted(range(len(rows)), key=lambda i: (rank.get(rows[i].group, other), i in keyless, i))
+    return [rows[i] for i in order]
+
+
+def _keys_text(keys: tuple[Qt.Key, ...]) -> str:
+    return " / ".join(QKeySequence(k).toString(QKeySequence.SequenceFormat.NativeText) for k in keys)
+
+
+# Keys the findings list handles itself while it has the focus (widgets/findings_panel.py decides them)
+gesture("findings_list_dismiss", f"{_keys_text(findings_panel.DISMISS_KEYS)} (findings list focused)",
+        "Dismiss the selected finding (as X)", "Lint findings")
+gesture("findings_list_move", f"{_keys_text(findings_panel.LIST_KEYS)} (findings list focused)",
+        "Go through the findings; the canvas frames each one's box", "Lint findings")
+gesture("findings_list_leave", f"{_keys_text((Qt.Key.Key_Escape,))} (findings list focused)",
+        "Back to the image", "Lint findings")

@@ -41,3 +41,33 @@ def remember(workspace: str | Path, project: str | None = None) -> None:
     if project is not None:
         s.setValue("last_project", project)
     s.sync()
+
+
+# --- preferences of the labeling window ------------------------------------------------------------
+NEW_IMAGE_ZOOM = ("fit", "keep")  # how the next image opens: fitted to the window, or at the last zoom
+THEMES = ("system", "dark", "light")
+
+
+def preference(key: str, default: str, choices: tuple[str, ...]) -> str:
+    """A remembered choice; anything unknown in the file reads as the default."""
+    value = str(settings().value(key) or default)
+    return value if value in choices else default
+
+
+def set_preference(key: str, value: str) -> None:
+    s = settings()
+    s.setValue(key, value)
+    s.sync()
+
+
+def new_image_zoom() -> str:
+    return preference("new_image_zoom", "fit", NEW_IMAGE_ZOOM)
+
+
+def theme() -> str:
+    return preference("theme", "system", THEMES)
+
+
+def hint_seen() -> bool:
+    """Whether the first-run hint on the canvas was shown until the first edit (then it is not shown again)."""
+    return preference("hint_seen", "no", ("no", "yes")) == "yes"

@@ -52,12 +52,26 @@ class WorkspaceCommand(QUndoCommand):
         self.image_id = image_id
         self.on_applied = on_applied or (lambda image_id: None)
         self.on_error: Callable[[str], None] = lambda message: None
+        self.status_before: str | None = None  # the image's status before this command first wrote
 
     def redo(self) -> None:
+        if self.status_before is None:
+            try:
+                self.status_before = self.ws.image(self.image_id)["status"]
+            except Exception:  # the write below fails the same way and says so
+                pass
         self._run(self._redo, "save")
 
     def undo(self) -> None:
-        self._run(self._undo, "undo")
+        self._run(self._undo_with_status, "undo")
+
+    def _undo_with_status(self) -> None:
+        """Undo, and give the image back the status it had: the first box drawn on an unlabeled image made
+        it "in progress"; undoing that box makes it unlabeled again (one transaction for both)."""
+        with self.ws.transaction():
+            self._undo()
+            if self.status_before == "unlabeled" and self.ws.image(self.image_id)["status"] == "in_progress":
+                self.ws.set_status(self.image_id, "unlabeled")
 
     def _run(self, step: Callable[[], None], what: str) -> None:
         try:
