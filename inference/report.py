@@ -222,11 +222,13 @@ def plot_drift(report: DriftReport, folder: Path) -> str | None:
         a.plot(*zip(*flagged), "X", color="#d62728", markersize=14, label="flagged drop")
     for i, c in enumerate(report.cohorts):
         if c.flags:
+            end = "right" if i == len(x) - 1 and i else "left" if i == 0 else "center"
             a.annotate("drop: " + ", ".join(c.flags[:3]) + ("…" if len(c.flags) > 3 else ""),
-                       (i, _nan0(values[i])), textcoords="offset points", xytext=(0, -22), ha="center",
+                       (i, _nan0(values[i])), textcoords="offset points", xytext=(0, -24), ha=end,
                        fontsize=7, color="#d62728")
-    a.set_xticks(x, [f"{c.key}\n{c.figures.images} img" if len(c.key) < 14 else f"{c.first[:10]}\n"
-                     f"{c.figures.images} img" for c in report.cohorts], fontsize=7)
+    a.set_xticks(x, [f"{c.key}\n{c.figures.images} img" if len(c.key) < 14 else
+                     f"#{i + 1}  {c.first[:16].replace('T', ' ')}\n{c.figures.images} img"
+                     for i, c in enumerate(report.cohorts)], fontsize=7)
     a.set_ylim(0, 1.05)
     a.set_title(f"drift by cohort ({report.by}), oldest to newest: model {_short(report.model, 32)}", fontsize=10)
     a.grid(alpha=0.3)
@@ -257,6 +259,7 @@ def plot_provenance(days: list[dict[str, Any]], folder: Path) -> str | None:
         a.set_xticks(x[::step], labels[::step], rotation=30, ha="right", fontsize=7)
         a.grid(axis="y", alpha=0.3)
     if kinds:
+        bottom.set_ylim(0, max(base) * 1.3 or 1)  # room for the legend above the bars
         bottom.legend(fontsize=7, ncols=min(5, len(kinds)), loc="upper left")
     return _save(fig, folder, "provenance.png")
 
