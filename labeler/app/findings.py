@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
-from PySide6.QtWidgets import QDockWidget, QTabBar
+from PySide6.QtWidgets import QDockWidget
 
 from labeler.app import keymap
 from labeler.app.submit import LINT, Veto
@@ -54,20 +54,6 @@ SUBMIT_ORDER = 100  # after_submit order of gold scoring
 def _row(f: dict[str, Any]) -> FindingRow:
     return FindingRow(f["id"], f["kind"], f["score"], (f["x1"], f["y1"], f["x2"], f["y2"]), f["message"],
                       f["state"], f["annotation_id"], f.get("suggested_label"))
-
-
-def _reserve_title_room(findings: QDockWidget, quality: QDockWidget) -> None:
-    """The findings tab's title grows with its count ("Lint findings (12 open)") and the tabs of the two
-    docks must fit side by side: reserve that width from the start, so the canvas and panels never
-    change width when findings appear."""
-    bar = QTabBar()  # measured as the window's own dock tabs measure themselves
-    bar.setFont(findings.font())
-    bar.addTab("Lint findings (99 open)")
-    bar.addTab(quality.windowTitle())
-    tabs = bar.sizeHint().width()
-    bar.deleteLater()
-    for dock in (findings, quality):
-        dock.setMinimumWidth(max(dock.minimumSizeHint().width(), tabs))
 
 
 def _calibrate(folder: Path, project: str, model_id: int):
@@ -138,7 +124,6 @@ class FindingsController(QObject):
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.quality)
         window.tabifyDockWidget(self.dock, self.quality)
         self.dock.raise_()
-        _reserve_title_room(self.dock, self.quality)
         self.pending: int | None = None  # the image whose open findings are on review
         self._model_id: int | None = None  # the model version of the findings shown
         self.calibrations: dict[tuple[str, int], Any] = {}  # (project, model id) -> ScoreCalibration or None
@@ -189,7 +174,8 @@ class FindingsController(QObject):
         mine = [r for r in rows if r["model_id"] == self._model_id] or [r for r in rows if r["model_id"] is None]
         self.panel.set_findings([_row(r) for r in mine])
         n = self.panel.open_count()
-        self.dock.setWindowTitle(f"Lint findings ({n} open)" if n else "Lint findings")
+        # the tab's title stays "Lint findings": a count in it widened the tabs, and with them the dock and
+        # every panel, each time findings appeared; the count is in the panel's own summary line
         if self.pending == image_id and n == 0:
             self.panel.set_banner("Every finding is answered: submit again (Enter) to submit the image.")
         self._mark(self.panel.current_row())

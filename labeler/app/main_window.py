@@ -116,7 +116,9 @@ class MainWindow(QMainWindow):
         split.addWidget(self.canvas)
         split.addWidget(right)
         split.setStretchFactor(1, 1)
-        split.setSizes([250, 880, 290])
+        # the boxes list needs room for its columns in full; it takes it from the image list, not the canvas
+        right_w = max(290, right.minimumSizeHint().width())
+        split.setSizes([max(180, 250 - (right_w - 290)), 880, right_w])
         self.setCentralWidget(split)
         self.status_position = QLabel()
         self.status_counts = QLabel()
