@@ -198,3 +198,93 @@ def test_sheet_rows_group_rows_registered_late_under_their_group():
     rows = keymap.sheet_rows()
     groups = [r.group for r in rows]
     assert groups == sorted(groups, key=lambda g: groups.index(g))  # each group's rows are contiguous
+
+
+# --- what users of labelImg / labelme / X-AnyLabeling expect ----------------------------------------------
+def test_w_draws_a_box_even_where_the_drag_starts_on_a_selected_box(window, db):
+    image_id = window.session.image["id"]
+    drag(window.canvas, (20, 30), (120, 140))
+    (first,) = db.annotations(image_id)
+    assert window.canvas.selected_ids() == [first["id"]]  # a plain drag inside it would move it
+    key(window, Qt.Key.Key_W)
+    assert window.canvas.draw_armed() and "drag a box anywhere" in window.statusBar().currentMessage()
+    drag(window.canvas, (50, 60), (160, 170))
+    rows = {a["id"]: (a["x1"], a["y1"], a["x2"], a["y2"]) for a in db.annotations(image_id)}
+    assert rows[first["id"]] == (20, 30, 120, 140)  # not moved
+    assert (50, 60, 160, 170) in rows.values() and len(rows) == 2
+    assert not window.canvas.draw_armed()  # one box per W
+    key(window, Qt.Key.Key_W)
+    key(window, Qt.Key.Key_Escape)
+    assert not window.canvas.draw_armed()
+
+
+def test_ctrl_s_says_everything_is_already_saved(window):
+    drag(window.canvas, (20, 30), (90, 120))
+    key(window, Qt.Key.Key_S, CTRL)
+    text = window.statusBar().currentMessage()
+    assert text.startswith("Everything is saved") and "(1 edit this session" in text
+
+
+def test_ctrl_h_hides_and_shows_boxes_and_proposals(window, db):
+    image_id = window.session.image["id"]
+    drag(window.canvas, (20, 30), (120, 140))
+    window.canvas.set_proposals([(7, "Car", "#00ff00", (200.0, 40.0, 260.0, 90.0), 0.8)])
+    c = window.canvas
+    key(window, Qt.Key.Key_H, CTRL)
+    assert not c.boxes_shown() and c.selected_ids() == []
+    assert not any(c.box_item(i).isVisible() for i in c.annotation_boxes())
+    assert not c.box_item(7, proposal=True).isVisible()
+    drag(c, (40, 50), (100, 110))  # where a hidden box is: a new box, nothing moved or selected
+    assert len(db.annotations(image_id)) == 2 and c.selected_proposal_ids() == []
+    key(window, Qt.Key.Key_H, CTRL)
+    assert c.boxes_shown() and all(c.box_item(i).isVisible() for i in c.annotation_boxes())
+    assert c.box_item(7, proposal=True).isVisible()
+
+
+def test_the_labels_list_counts_the_boxes_of_each_label(window):
+    s, panel = window.session, window.labels_panel
+    current = s.current_label_id
+    drag(window.canvas, (20, 30), (90, 120))
+    drag(window.canvas, (150, 30), (220, 120))
+    key(window, Qt.Key.Key_3)  # the second box, selected, becomes class 3
+    car = s.label_for_shortcut("3")["id"]
+    assert panel.count_of(current) == 1 and panel.count_of(car) == 1
+    row = next(panel.item(i) for i in range(panel.count()) if panel.item(i).data(Qt.ItemDataRole.UserRole) == car)
+    assert row.text().endswith("(1)")
+    key(window, Qt.Key.Key_D)
+    assert panel.count_of(car) == len([a for a in s.annotations if a["label_id"] == car])
+
+
+def test_the_first_run_hint_shows_until_the_first_edit_and_never_again(qtbot, window, ws_copy):
+    c = window.canvas
+    assert "Drag: draw a box" in c.hint() and "Shift+Enter" in c.hint() and "F1" in c.hint()
+    drag(c, (20, 30), (90, 120))
+    assert c.hint() == "" and settings.hint_seen()
+    again = open_window(qtbot, ws_copy)
+    try:
+        assert again.canvas.hint() == ""
+    finally:
+        again.close()
+        again.session.ws.close()
+
+
+def test_the_theme_follows_the_system_and_switches_dark_light(window):
+    from PySide6.QtGui import QPalette
+
+    from labeler.app import theme
+
+    t = theme.for_app()
+    try:
+        assert t.apply("system") == theme.system_scheme()
+        def lightness() -> int:
+            QTest.qWait(20)  # the application palette reaches the widgets through posted events
+            return window.palette().color(QPalette.ColorRole.Window).lightness()
+
+        key(window, Qt.Key.Key_T, CTRL | SHIFT)
+        assert t.mode == "dark" and settings.theme() == "dark" and lightness() < 100
+        key(window, Qt.Key.Key_T, CTRL | SHIFT)
+        assert t.mode == "light" and lightness() > 150
+        key(window, Qt.Key.Key_T, CTRL | SHIFT)
+        assert t.mode == "system" and settings.theme() == "system"
+    finally:
+        t.apply("light")

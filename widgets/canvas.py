@@ -92,6 +92,7 @@ class Canvas(QGraphicsView):
     refine_dragged = Signal(object)  # Alt+drag: a rough Box to tighten
     cursor_moved = Signal(float, float)  # image coordinates under the mouse
     zoom_changed = Signal(float)  # screen pixels per image pixel
+    draw_mode_changed = Signal(bool)  # W armed the next drag to draw (True), or it is done / cancelled (False)
     draw_refused = Signal(str, str)  # a draw or refine began on a placeholder: its kind ("error"/"loading"), message
 
     def __init__(self, parent: QWidget | None = None):
@@ -119,6 +120,9 @@ class Canvas(QGraphicsView):
         self._pending: BoxItem | None = None  # an unselected box pressed: click selects it, drag draws
         self._orig: dict[int, QRectF] = {}
         self._target: dict[int, BoxItem] = self._boxes  # the items a move/resize acts on
+        self._draw_armed = False  # W: the next left-drag draws, wherever it starts
+        self._boxes_shown = True  # Ctrl+H hides boxes and proposals
+        self._hint = ""  # the first-run hint at the bottom of the view
         pen = QPen(QColor(255, 255, 255, 170), 1, Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self._cross = (QGraphicsLineItem(), QGraphicsLineItem())
@@ -241,6 +245,7 @@ class Canvas(QGraphicsView):
             else:
                 item = BoxItem(s, style)
                 item.set_view_scale(scale)
+                item.setVisible(self._boxes_shown)
                 items[s.id] = item
                 self.scene().addItem(item)
 
@@ -252,6 +257,7 @@ class Canvas(QGraphicsView):
         if box is not None:
             self._marker = FindingMarker(tuple(float(v) for v in box), text, color)
             self._marker.set_view_scale(self.scale_factor())
+            self._marker.setVisible(self._boxes_shown)
             self.scene().addItem(self._marker)
 
     def marker(self) -> FindingMarker | None:
@@ -265,6 +271,50 @@ class Canvas(QGraphicsView):
 
     def box_item(self, item_id: int, proposal: bool = False) -> BoxItem | None:
         return (self._proposals if proposal else self._boxes).get(item_id)
+
+    # --- W, Ctrl+H and the hint ----------------------------------------------------------------
+    def arm_draw(self, on: bool = True) -> bool:
+        """W, as in labelImg: the next left-drag draws a box wherever it starts, over a box or a pre-label
+        too (a plain drag there selects or moves). One box, then the usual gestures again; Esc disarms.
+        Returns False when nothing can be drawn on what is shown (a placeholder says why)."""
+        if on and not self._editable:
+            if isinstance(self._picture, PlaceholderItem):
+                self.draw_refused.emit(self._picture.kind, self._picture.message)
+            return False
+        if on != self._draw_armed:
+            self._draw_armed = on
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor if on else Qt.CursorShape.ArrowCursor)
+            self.draw_mode_changed.emit(on)
+        return True
+
+    def draw_armed(self) -> bool:
+        return self._draw_armed
+
+    def set_boxes_shown(self, shown: bool) -> None:
+        """Ctrl+H: hide the boxes, pre-labels and the finding frame to see the image alone, and show them
+        again. Hidden items cannot be clicked or dragged (a drag draws, as on bare image); the selection is
+        cleared, so no key acts on a box nobody can see."""
+        self._boxes_shown = shown
+        for item in (*self._boxes.values(), *self._proposals.values()):
+            item.setVisible(shown)
+        if self._marker is not None:
+            self._marker.setVisible(shown)
+        if not shown and (self.selected_ids() or self.selected_proposal_ids()):
+            self.select([])
+            self.selection_changed.emit([])
+        self._layout_tags()
+        self.viewport().update()
+
+    def boxes_shown(self) -> bool:
+        return self._boxes_shown
+
+    def set_hint(self, text: str) -> None:
+        """A line of help at the bottom of the view (the first-run hint); empty hides it."""
+        self._hint = text
+        self.viewport().update()
+
+    def hint(self) -> str:
+        return self._hint
 
     # --- selection ---------------------------------------------------------------------------
     def selected_ids(self) -> list[int]:
@@ -283,7 +333,7 @@ class Canvas(QGraphicsView):
 
     def select_next(self, step: int = 1) -> None:
         """Cycle the selection through the boxes in reading order (Tab / Shift+Tab)."""
-        if not self._boxes:
+        if not self._boxes or not self._boxes_shown:
             return
         order = sorted(self._boxes, key=lambda i: (self._boxes[i].box()[1], self._boxes[i].box()[0], i))
         sel = self.selected_ids()
@@ -385,7 +435,7 @@ class Canvas(QGraphicsView):
 
     def _hit(self, items: dict[int, BoxItem], p: QPointF) -> BoxItem | None:
         """The box under p: a selected one first, else the smallest (nested boxes stay reachable)."""
-        hits = [it for it in items.values() if it.hit(p)]
+        hits = [it for it in items.values() if it.isVisible() and it.hit(p)]
         if not hits:
             return None
         return min(hits, key=lambda it: (not it.isSelected(), it.area()))
@@ -408,8 +458,15 @@ class Canvas(QGraphicsView):
             self._draft.setRect(QRectF(self._press_scene, self._press_scene))
             self._draft.setVisible(True)
             return
+        if self._draw_armed and self._editable and self._inside_image(p):
+            had = self.selected_ids() or self.selected_proposal_ids()
+            self.select([])
+            if had:
+                self.selection_changed.emit([])
+            self._start_draw(p)  # W: a box, even where the drag starts on another box or a pre-label
+            return
         for item in self._proposals.values():
-            handle = item.handle_at(p) if self._editable else None
+            handle = item.handle_at(p) if self._editable and item.isVisible() else None
             if handle:
                 self._start(("resize", handle), [item], self._proposals)
                 return
@@ -423,7 +480,7 @@ class Canvas(QGraphicsView):
                 self._start(("move", None), [proposal], self._proposals)
             return
         for item in self._boxes.values():
-            handle = item.handle_at(p) if self._editable else None
+            handle = item.handle_at(p) if self._editable and item.isVisible() else None
             if handle:
                 self._start(("resize", handle), [item])
                 return
@@ -446,13 +503,16 @@ class Canvas(QGraphicsView):
         if had:
             self.selection_changed.emit([])
         if self._editable and self._inside_image(p):
-            self._mode = "draw"
-            self._press_scene = self._clamp(p)
-            self._draft.setRect(QRectF(self._press_scene, self._press_scene))
-            self._draft.setVisible(True)
-            self._update_readout(p)
+            self._start_draw(p)
         elif isinstance(self._picture, PlaceholderItem) and self._inside_image(p):
             self.draw_refused.emit(self._picture.kind, self._picture.message)  # never a silent no-op
+
+    def _start_draw(self, p: QPointF) -> None:
+        self._mode = "draw"
+        self._press_scene = self._clamp(p)
+        self._draft.setRect(QRectF(self._press_scene, self._press_scene))
+        self._draft.setVisible(True)
+        self._update_readout(p)
 
     def _start(self, mode: tuple[str, str | None], items: list[BoxItem],
                target: dict[int, BoxItem] | None = None) -> None:
@@ -518,6 +578,7 @@ class Canvas(QGraphicsView):
             self._draft.setVisible(False)
             r = self._draft.rect().normalized()
             if r.width() >= MIN_BOX and r.height() >= MIN_BOX:
+                self.arm_draw(False)  # one box per W, as in labelImg
                 self.box_drawn.emit((r.left(), r.top(), r.right(), r.bottom()))
         elif mode == "refine":
             self._draft.setVisible(False)
@@ -581,8 +642,9 @@ class Canvas(QGraphicsView):
 
     def cancel_gesture(self) -> bool:
         """Abandon a drawing, move or resize in progress (Escape); True when there was one."""
-        had = self._mode in ("draw", "move", "resize", "refine")
+        had = self._mode in ("draw", "move", "resize", "refine") or self._draw_armed
         self._cancel_gesture()
+        self.arm_draw(False)
         return had
 
     def _cancel_gesture(self) -> None:
@@ -597,12 +659,39 @@ class Canvas(QGraphicsView):
         self._readout.setVisible(False)
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
-        """A placeholder's message goes on top of the boxes, at the top of the view."""
+        """A placeholder's message goes on top of the boxes, at the top of the view; the notes (boxes hidden,
+        draw mode, the first-run hint) at the bottom."""
+        view = QRectF(self.viewport().rect())
         if isinstance(self._picture, PlaceholderItem):
             painter.save()
             painter.resetTransform()
-            self._picture.paint_banner(painter, QRectF(self.viewport().rect()))
+            self._picture.paint_banner(painter, view)
             painter.restore()
+        notes = [text for on, text in ((not self._boxes_shown, "Boxes and pre-labels hidden: Ctrl+H shows them"),
+                                       (self._draw_armed, "Draw: drag a box anywhere (Esc cancels)"),
+                                       (bool(self._hint), self._hint)) if on]
+        if notes:
+            painter.save()
+            painter.resetTransform()
+            self._paint_notes(painter, view, notes)
+            painter.restore()
+
+    def _paint_notes(self, painter: QPainter, view: QRectF, notes: list[str]) -> None:
+        font = QFont(self.font())
+        font.setPixelSize(13)
+        painter.setFont(font)
+        fm = painter.fontMetrics()
+        bottom = view.bottom() - 10
+        for text in reversed(notes):
+            w = min(view.width() - 20, fm.horizontalAdvance(text) + 24)
+            r = QRectF(view.center().x() - w / 2, bottom - fm.height() - 10, w, fm.height() + 10)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 185))
+            painter.drawRoundedRect(r, 5, 5)
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(r, Qt.AlignmentFlag.AlignCenter,
+                             fm.elidedText(text, Qt.TextElideMode.ElideRight, int(w - 16)))
+            bottom = r.top() - 6
 
     # --- feedback ------------------------------------------------------------------------------
     def _update_crosshair(self, p: QPointF) -> None:
@@ -622,9 +711,12 @@ class Canvas(QGraphicsView):
     def _update_cursor(self, p: QPointF) -> None:
         if self._space:
             return
+        if self._draw_armed:
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+            return
         cursor = Qt.CursorShape.ArrowCursor
         for item in self._boxes.values():
-            handle = item.handle_at(p)
+            handle = item.handle_at(p) if item.isVisible() else None
             if handle:
                 cursor = {"t": Qt.CursorShape.SizeVerCursor, "b": Qt.CursorShape.SizeVerCursor,
                           "l": Qt.CursorShape.SizeHorCursor, "r": Qt.CursorShape.SizeHorCursor,

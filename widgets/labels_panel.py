@@ -1,4 +1,5 @@
-"""The project's labels with their colours and 1–9 shortcuts; the current class is highlighted.
+"""The project's labels with their colours, 1–9 shortcuts and box counts on the current image; the
+current class is highlighted.
 
 Clicking a label makes it the current class (and, when boxes are selected, the app gives them
 that class): the same as pressing its number key.
@@ -41,17 +42,38 @@ class LabelsPanel(QListWidget):
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # keys belong to the canvas and the key table
         self.itemClicked.connect(lambda item: self.label_activated.emit(item.data(Qt.ItemDataRole.UserRole)))
         self._labels: list[LabelSpec] = []
+        self._counts: dict[int, int] = {}
 
     def set_labels(self, labels: list[LabelSpec]) -> None:
         self._labels = list(labels)
+        self._counts = {}
         self.clear()
         for lab in labels:
-            key = f"[{lab.shortcut}]" if lab.shortcut else "[ ]"
-            item = QListWidgetItem(swatch(lab.color), f"{key}  {lab.name}")
+            item = QListWidgetItem(swatch(lab.color), self._text(lab))
             item.setToolTip(f"{lab.name} → super-taxonomy node '{lab.node}'"
                             + (f"; press {lab.shortcut}" if lab.shortcut else ""))
             item.setData(Qt.ItemDataRole.UserRole, lab.id)
             self.addItem(item)
+
+    def _text(self, lab: LabelSpec) -> str:
+        key = f"[{lab.shortcut}]" if lab.shortcut else "[ ]"
+        n = self._counts.get(lab.id, 0)
+        return f"{key}  {lab.name}" + (f"  ({n})" if n else "")
+
+    def set_counts(self, counts: dict[int, int]) -> None:
+        """How many boxes of each label the current image has, shown after the label's name (as the label
+        lists of labelme and X-AnyLabeling do); only changed rows are touched."""
+        if counts == self._counts:
+            return
+        self._counts = dict(counts)
+        for i, lab in enumerate(self._labels):
+            item = self.item(i)
+            text = self._text(lab)
+            if item is not None and item.text() != text:
+                item.setText(text)
+
+    def count_of(self, label_id: int) -> int:
+        return self._counts.get(label_id, 0)
 
     def labels(self) -> list[LabelSpec]:
         return list(self._labels)

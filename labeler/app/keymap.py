@@ -104,6 +104,12 @@ for _d in "123456789":
                                                          "and draw the next boxes with it"))
 
 
+@bind("draw_mode", ("W",), "Draw: the next drag draws a box wherever it starts, also on a box or a pre-label "
+                           "(as in labelImg; Esc cancels)", "Boxes")
+def draw_mode(w: MainWindow) -> None:
+    w.arm_draw()
+
+
 @bind("pick_class", ("C",), "Pick a class by name (searchable)", "Boxes")
 def pick_class(w: MainWindow) -> None:
     w.open_class_picker()
@@ -174,6 +180,16 @@ def new_image_zoom(w: MainWindow) -> None:
     w.toggle_new_image_zoom()
 
 
+@bind("toggle_boxes", ("Ctrl+H",), "Hide / show the boxes and pre-labels, to see the image alone", "View")
+def toggle_boxes(w: MainWindow) -> None:
+    w.toggle_boxes()
+
+
+@bind("theme", ("Ctrl+Shift+T",), "Theme: follow the system, dark, light (a switch, remembered)", "View")
+def theme_(w: MainWindow) -> None:
+    w.cycle_theme()
+
+
 @bind("actual_size", ("Ctrl+0",), "Zoom to 100 % (one image pixel per screen pixel)", "View")
 def actual_size(w: MainWindow) -> None:
     w.canvas.actual_size()
@@ -198,6 +214,11 @@ def shortcuts(w: MainWindow) -> None:
 @bind("open_workspace", ("Ctrl+O",), "Open another workspace folder", "Window")
 def open_workspace(w: MainWindow) -> None:
     w.choose_workspace()
+
+
+@bind("save", ("Ctrl+S",), "Nothing to save: says so (every edit is stored the moment it is made)", "Window")
+def save(w: MainWindow) -> None:
+    w.say_saved()
 
 
 @bind("quit", ("Ctrl+Q",), "Quit (every edit is already saved)", "Window")

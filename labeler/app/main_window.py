@@ -11,10 +11,11 @@ checks that may veto, `labeler.app.submit`), Delete rejects selected proposals t
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -29,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from labeler.app import keymap, settings
+from labeler.app import keymap, settings, theme
 from labeler.app.loader import DecodedImage, ImageLoader
 from labeler.app.session import LabelingSession
 from labeler.app.submit import READABLE, SubmitPipeline, Veto
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 TOOLBAR = {"previous_image": "◀ Previous", "next_image": "Next ▶", "next_unlabeled": "Next unlabeled",
            "submit_and_next": "Submit ✓", "undo": "Undo", "redo": "Redo", "fit": "Fit", "shortcuts": "Keys (F1)"}
 PREFETCH_DELAY_MS = 40
+FIRST_RUN_HINT = ("Drag: draw a box · click a dashed pre-label + Enter: accept it · Shift+Enter: accept all · "
+                  "F1: every key")
 STATUS_WORDS = {"unlabeled": "unlabeled", "in_progress": "in progress", "submitted": "submitted"}
 
 
@@ -87,6 +90,7 @@ class MainWindow(QMainWindow):
         self._prefetch_timer.timeout.connect(self._prefetch)
         self._dialogs: list[QWidget] = []
         self.new_image_zoom = settings.new_image_zoom()  # "fit" (default) or "keep"
+        self._hint_watched: list[QObject] = []  # undo stacks whose first edit hides the first-run hint
         self.unreadable: dict[int, str] = {}  # image id -> why its pixels could not be read (this session)
         self.submit_pipeline = SubmitPipeline(lambda: self.session.image, self.session.submit_and_next,
                                               lambda image_id: self.session.ws.image(image_id)["status"])
@@ -100,6 +104,9 @@ class MainWindow(QMainWindow):
         self._on_image_changed()
         self._on_annotations_changed()
         self._on_counts_changed()
+        if not settings.hint_seen():
+            self.canvas.set_hint(FIRST_RUN_HINT)  # until the first edit, then never again
+            self._watch_first_edit()
         self.canvas.setFocus()
 
     # --- layout ------------------------------------------------------------------------------
@@ -148,6 +155,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         s = self.session
         s.project_changed.connect(self._on_project_changed)
+        self.canvas.draw_mode_changed.connect(self._on_draw_mode)
         s.queue_changed.connect(self._on_queue_changed)
         s.image_changed.connect(self._on_image_changed)
         s.annotations_changed.connect(self._on_annotations_changed)
@@ -185,6 +193,7 @@ class MainWindow(QMainWindow):
         self.labels_panel.set_current(s.current_label_id)
         self.labels_group.setTitle(f"Labels of project {s.project}")
         self.setWindowTitle(f"Labeler — {s.ws.folder.name} — project {s.project}")
+        self._watch_first_edit()
 
     def _on_queue_changed(self) -> None:
         self.image_list.model.set_source(len(self.session.queue), self.session.page)
@@ -231,6 +240,7 @@ class MainWindow(QMainWindow):
         self.annotation_list.set_annotations(rows)
         self.annotation_list.set_selected(self.canvas.selected_ids())
         self.boxes_group.setTitle(f"Boxes on this image ({len(rows)})")
+        self.labels_panel.set_counts(dict(Counter(a["label_id"] for a in s.annotations)))
 
     def _on_counts_changed(self) -> None:
         c = self.session.counts
@@ -332,6 +342,51 @@ class MainWindow(QMainWindow):
         self.session.delete(ids)
         if self.last_error is error:  # written (a failure has said so itself)
             self.statusBar().showMessage(f"deleted {len(ids)} box{'es' if len(ids) != 1 else ''} (Ctrl+Z undoes)", 4000)
+
+    def arm_draw(self) -> None:
+        """W: the next drag draws a box, even where it starts on a box or a pre-label (as in labelImg)."""
+        self.canvas.arm_draw(True)
+
+    def _on_draw_mode(self, on: bool) -> None:
+        if on:
+            name = self.session.label_by_id.get(self.session.current_label_id or -1, {}).get("name", "no class")
+            self.statusBar().showMessage(f"draw: drag a box anywhere, class {name} (Esc cancels)", 8000)
+
+    def say_saved(self) -> None:
+        """Ctrl+S: there is nothing to save; say so, and how much is stored."""
+        n = sum(stack.index() for stack in self.session.stacks.values())
+        self.statusBar().showMessage(
+            "Everything is saved: each edit is written to the workspace the moment it is made "
+            f"({n} edit{'s' if n != 1 else ''} this session, every one of them stored)", 6000)
+
+    def toggle_boxes(self) -> None:
+        """Ctrl+H: hide or show the boxes and pre-labels, to look at the image alone."""
+        shown = not self.canvas.boxes_shown()
+        self.canvas.set_boxes_shown(shown)
+        self.statusBar().showMessage("boxes and pre-labels shown" if shown else
+                                     "boxes and pre-labels hidden (Ctrl+H shows them)", 4000)
+
+    def cycle_theme(self) -> str:
+        """Ctrl+Shift+T: system → dark → light → system (remembered)."""
+        t = theme.for_app()
+        mode = t.next_mode()
+        scheme = t.apply(mode)
+        settings.set_preference("theme", mode)
+        self.statusBar().showMessage(f"theme: {mode}" + (f" (now {scheme})" if mode == "system" else ""), 4000)
+        return mode
+
+    def _watch_first_edit(self) -> None:
+        """While the hint shows, the first edit on the current project's undo stack hides it."""
+        stack = self.session.undo_stack
+        if self.canvas.hint() and stack not in self._hint_watched:
+            self._hint_watched.append(stack)
+            stack.indexChanged.connect(self._on_first_edit)
+
+    def _on_first_edit(self) -> None:
+        """The first edit of the first run: the hint has done its job."""
+        if self.canvas.hint():
+            self.canvas.set_hint("")
+            settings.set_preference("hint_seen", "yes")
 
     def toggle_new_image_zoom(self) -> None:
         """New images open fitted, or at the zoom of the image before (remembered for the next sessions)."""

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 import labeler.app.findings
 import labeler.app.prelabels  # noqa: F401  (registers its key bindings before any window is built)
-from labeler.app import settings, startup
+from labeler.app import settings, startup, theme
 from labeler.app.main_window import MainWindow
 from labeler.app.session import LabelingSession
 from labeler.cli import CommandError
@@ -103,6 +103,7 @@ def screenshot(session: LabelingSession, path: Path, timeout_s: float = 30, size
     """Render the window (offscreen when QT_QPA_PLATFORM=offscreen) to `path` once its image is shown."""
     window = build_window(session)
     try:
+        theme.for_app().apply(settings.theme())
         window.resize(*size)
         window.show()
         if not wait_until_shown(window, timeout_s):
@@ -130,6 +131,7 @@ class _Runner:
         self.window.workspace_requested.connect(self.switch)
         session.project_changed.connect(lambda: settings.remember(session.ws.folder, session.project))
         settings.remember(session.ws.folder, session.project)
+        theme.for_app().apply(settings.theme())
         self.report = startup.report_to(self.window)
         self.window.show()
         if old is not None:
