@@ -66,15 +66,17 @@ def arg(*args, **kwargs) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-def _load_commands() -> None:
+def _load_commands(only: str | None = None) -> None:
     import labeler.commands as pkg
 
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    names = [only] if only else [mod.name for mod in pkgutil.iter_modules(pkg.__path__)]
+    for name in names:
+        importlib.import_module(f"{pkg.__name__}.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    _load_commands()
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with `only` (a module of labeler.commands), of that module's commands."""
+    _load_commands(only)
     parser = argparse.ArgumentParser(
         prog="labeler", description="Bounding-box labeling with one detector across every customer taxonomy.")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -109,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped, never crash a report
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    # `labeler` and `labeler open …` start the window: only the open command is loaded, so the other
+    # commands' imports (formats, progress bars, the demo scenes) do not delay the first image
+    parser = build_parser("open" if words[:1] in ([], ["open"]) else None)
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # `--nproc N` relaunches the same command line
     if not hasattr(args, "_run"):
         default = COMMANDS.get("open")
         if default is None:

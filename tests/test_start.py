@@ -56,6 +56,7 @@ DRIVER = textwrap.dedent("""
     attach = startup.report_to
 
     def drive(window):
+        print("other commands loaded", "labeler.commands.transfer" in sys.modules, flush=True)
         drag(window.canvas, (10, 20), (60, 90))  # one manual box, then Ctrl+Q as a person would
         print("box", window.session.annotations[-1]["id"], flush=True)
         QTest.keyClick(window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
@@ -80,7 +81,9 @@ def test_first_paint_comes_before_torch_and_quit_loses_nothing(ws_cached, tmp_pa
     events = {e["event"]: e for e in map(json.loads, report.read_text().splitlines())}
     assert events["painted"]["torch"] is False  # the window painted its image before anything imported torch
     assert {"painted", "closed", "exit"} <= events.keys()
-    box_id = int(r.stdout.split()[1])
+    lines = r.stdout.splitlines()
+    assert lines[0] == "other commands loaded False"  # `labeler open` loads only the open command
+    box_id = int(lines[1].split()[1])
     with Workspace.open(ws_cached) as ws:
         row = ws.annotation(box_id)
         assert row["deleted_at"] is None and row["provenance"] == "manual"
