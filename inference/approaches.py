@@ -52,6 +52,10 @@ class Approach:
         """group index -> indices of the batch's samples that train it."""
         return {0: list(range(len(batch)))}
 
+    def learning_groups(self, groups: list[Group], phase: Phase) -> list[int]:
+        """Every group that learns in this phase, whether or not a given batch holds images for it."""
+        return list(range(len(groups))) if phase.groups is None else list(phase.groups)
+
     def parameters(self, model: Detector, phase: Phase):
         return model.parameters()
 
@@ -157,7 +161,12 @@ def approach(name: str) -> Approach:
 
 
 class LossComputer:
-    """Turns (model outputs, batch targets) into the approach's loss, one anchor labeler per group."""
+    """Turns (model outputs, batch targets) into the approach's loss, one anchor labeler per group.
+
+    With `sync` set (a `DistContext`, by inference/distributed.py) the batch is one rank's share of the global
+    batch: every rank runs the same groups (their collectives pair up), each group's loss is divided by its
+    positive anchors over every rank's batch, its share is its images in the global batch, and the loss is
+    scaled by the world size, so DistributedDataParallel's gradient average is the one-process gradient."""
 
     def __init__(self, app: Approach, model: Detector, data: TrainingData, groups: Sequence[Group],
                  ignore_band: tuple[float, float] | None = None):
@@ -166,6 +175,7 @@ class LossComputer:
         self.anchors = anchors
         self.labelers = [TaxonomyAnchorLabeler(anchors, len(g.nodes), ignore_band=ignore_band) for g in self.groups]
         self._masks = {}
+        self.sync = None  # a DistContext when training on several ranks
 
     def to(self, device: torch.device) -> LossComputer:
         self.anchors.to(device)
@@ -177,26 +187,47 @@ class LossComputer:
             self._masks[key] = group_mask(self.groups[g].nodes, self.data.labeled[project], self.app.mode)
         return self._masks[key]
 
+    def targets(self, g: int, idx: list[int], batch: list[dict]):
+        group = self.groups[g]
+        boxes, tgts, unks, weights, masks = [], [], [], [], []
+        for i in idx:
+            t = batch[i]
+            tgt, unk = encode_boxes(self.data.sup, group.nodes, t["nodes"], self.app.mode)
+            keep = relevant_rows(tgt, unk)
+            boxes.append(t["boxes_yxyx"][keep])
+            tgts.append(tgt[keep])
+            unks.append(unk[keep])
+            weights.append(t["weights"][keep])
+            masks.append(self.mask(g, t["project"]))
+        return self.labelers[g].label(boxes, tgts, torch.stack(masks), unknown=unks, box_weights=weights)
+
     def __call__(self, x: torch.Tensor, batch: list[dict], phase: Phase) -> tuple[torch.Tensor, dict[str, float]]:
         which = self.app.sample_groups(self.groups, batch, phase)
-        total = x.new_zeros(())
+        if self.sync is not None:
+            which = {g: which.get(g, []) for g in self.app.learning_groups(self.groups, phase)}
+        outputs = self.app.forward_groups(self.model, x, which)
+        labeled = [(g, idx, outs, self.targets(g, idx, batch) if idx else None) for g, idx, outs in outputs]
+        if self.sync is None:
+            norms = [None] * len(labeled)
+            shares = [len(idx) / len(batch) for _, idx, _, _ in labeled]
+        else:
+            from inference.distributed import reduce_counts
+
+            local = [float(len(idx)) for _, idx, _, _ in labeled]
+            local += [float(t.num_positives.sum()) if t is not None else 0.0 for _, _, _, t in labeled]
+            total = reduce_counts(self.sync, local + [float(len(batch))], x.device)
+            k = len(labeled)
+            norms = [total[k + j] + 1.0 for j in range(k)]
+            shares = [self.sync.world_size * float(total[j]) / float(total[-1]) for j in range(k)]
+        total_loss = x.new_zeros(())
         parts = {"cls": 0.0, "box": 0.0}
-        for g, idx, (cls_out, box_out) in self.app.forward_groups(self.model, x, which):
-            group = self.groups[g]
-            boxes, tgts, unks, weights, masks = [], [], [], [], []
-            for i in idx:
-                t = batch[i]
-                tgt, unk = encode_boxes(self.data.sup, group.nodes, t["nodes"], self.app.mode)
-                keep = relevant_rows(tgt, unk)
-                boxes.append(t["boxes_yxyx"][keep])
-                tgts.append(tgt[keep])
-                unks.append(unk[keep])
-                weights.append(t["weights"][keep])
-                masks.append(self.mask(g, t["project"]))
-            targets = self.labelers[g].label(boxes, tgts, torch.stack(masks), unknown=unks, box_weights=weights)
-            loss, cls_l, box_l = loss_from_config(cls_out, box_out, targets, self.model.config, len(group.nodes))
-            share = len(idx) / len(batch)
-            total = total + loss * share
+        for (g, _, (cls_out, box_out), targets), norm, share in zip(labeled, norms, shares):
+            if targets is None:  # no image of this group on this rank: its head still ran, and learns nothing here
+                total_loss = total_loss + 0.0 * sum(o.sum() for o in [*cls_out, *box_out])
+                continue
+            loss, cls_l, box_l = loss_from_config(cls_out, box_out, targets, self.model.config,
+                                                  len(self.groups[g].nodes), normalizer=norm)
+            total_loss = total_loss + loss * share
             parts["cls"] += cls_l.item() * share
             parts["box"] += box_l.item() * share
-        return total, parts
+        return total_loss, parts

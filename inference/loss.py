@@ -103,11 +103,12 @@ class TaxonomyAnchorLabeler:
 
 def masked_loss_fn(cls_outputs: list[torch.Tensor], box_outputs: list[torch.Tensor], targets: AnchorTargets,
                    num_classes: int, alpha: float, gamma: float, delta: float, box_loss_weight: float,
-                   label_smoothing: float = 0.0, legacy_focal: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   label_smoothing: float = 0.0, legacy_focal: bool = False,
+                   normalizer: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """effdet's `loss_fn`, step for step, with `targets.cls_weight` where it multiplies by its -2 mask and
-    `targets.box_weight` on the box loss. Returns (total, class, box) losses."""
-    num_positives_sum = (targets.num_positives.sum() + 1.0).float()
+    `targets.box_weight` on the box loss. Returns (total, class, box) losses. `normalizer` replaces effdet's
+    (positive anchors + 1) of this batch: distributed training passes the count over every rank's batch."""
+    num_positives_sum = (targets.num_positives.sum() + 1.0).float() if normalizer is None else normalizer.float()
     cls_losses, box_losses = [], []
     for lvl in range(len(cls_outputs)):
         cls_targets_oh = targets.cls[lvl]
@@ -134,8 +135,10 @@ def masked_loss_fn(cls_outputs: list[torch.Tensor], box_outputs: list[torch.Tens
     return cls_loss + box_loss_weight * box_loss, cls_loss, box_loss
 
 
-def loss_from_config(cls_outputs, box_outputs, targets: AnchorTargets, config, num_classes: int):
+def loss_from_config(cls_outputs, box_outputs, targets: AnchorTargets, config, num_classes: int,
+                     normalizer: torch.Tensor | None = None):
     """`masked_loss_fn` with the hyper-parameters of an effdet model config."""
     return masked_loss_fn(cls_outputs, box_outputs, targets, num_classes=num_classes, alpha=config.alpha,
                           gamma=config.gamma, delta=config.delta, box_loss_weight=config.box_loss_weight,
-                          label_smoothing=config.label_smoothing, legacy_focal=config.legacy_focal)
+                          label_smoothing=config.label_smoothing, legacy_focal=config.legacy_focal,
+                          normalizer=normalizer)

@@ -6,6 +6,10 @@ loss, images/s and the ETA. Training is resumable: the model, optimizer and coun
 `save_every_s` seconds and on Ctrl-C to `OUT/train_state/` (safetensors + JSON, no pickle), and the
 same command picks up from there. At the end the checkpoint is written to OUT, evaluated on the
 validation split when there is one, and registered as a model version of the workspace.
+
+Under torchrun (or `labeler train --nproc N`) every rank runs this same loop with DistributedDataParallel, one
+global batch and the same images per step as one process (inference/distributed.py); rank 0 alone writes the
+state, the step log (`OUT/train_log.jsonl`: the loss of every step), the checkpoint, evaluates and registers.
 """
 
 from __future__ import annotations
@@ -23,18 +27,33 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from inference.approaches import LossComputer, Phase, approach
 from inference.architectures import build_detector
 from inference.checkpoint import save_checkpoint
 from inference.dataset import DatasetError, DetectionDataset, load_training_data
+from inference.distributed import (
+    DistributedError,
+    DistributedLoss,
+    ShardedEpochs,
+    StopSignals,
+    agree_on_ids,
+    agree_resume,
+    agree_stop,
+    describe_failure,
+    global_batch,
+    is_peer_failure,
+    setup,
+    sync_batch_norm,
+    teardown,
+)
 from inference.models import DEFAULT_MODEL, check_image_size, model_spec, resolve_pretrained
 from projects.errors import LabelerError
 from projects.workspace import Workspace
 
 STATE_DIR = "train_state"
+STEP_LOG = "train_log.jsonl"
 
 
 class TrainError(LabelerError, RuntimeError):
@@ -78,6 +97,8 @@ class TrainResult:
     version: str
     model_id: int | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0  # under torchrun: this process's rank (only rank 0 saves, evaluates and registers)
+    world_size: int = 1
 
 
 def lr_factor(progress: float, warmup: float = 0.05, floor: float = 0.02) -> float:
@@ -169,12 +190,18 @@ class Trainer:
         check_image_size(cfg.image_size)
         self.spec = model_spec(cfg.model)
         self.app = approach(cfg.approach)
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dist, self.device = setup(cfg.device)  # a rank of a torchrun run joins its process group here
         self.amp = self.device.type == "cuda"
+        if cfg.batch_size % self.dist.world_size:
+            global_batch(cfg.batch_size, cfg.batch_size, self.dist)  # says why
         try:
             self.data = load_training_data(ws, cfg.projects, cfg.target_rules)
         except DatasetError as e:
             raise TrainError(str(e)) from e
+        if self.dist.active:  # every rank trains on rank 0's images, whatever was submitted between two reads
+            ids = agree_on_ids(self.dist, [s.image_id for s in self.data.samples], "submitted images")
+            by_id = {s.image_id: s for s in self.data.samples}
+            self.data.samples = [by_id[i] for i in ids]
         self.train_samples = self.data.split("train")
         if not self.train_samples:
             raise TrainError(f"{ws.folder}: no submitted images in the train split of "
@@ -191,6 +218,8 @@ class Trainer:
         return self.out / STATE_DIR
 
     def _save_state(self, model, opt, counters: dict[str, Any]) -> None:
+        if not self.dist.main:  # rank 0 alone writes
+            return
         save_state(self.state_dir, model, opt, {"config": self.cfg.identity(), "counters": counters})
 
     def _load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -205,6 +234,12 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        # on several ranks a signal only asks for a stop, which they agree on after a step: a rank that saves
+        # the state after another rank failed is never cut short by the SIGTERM torchrun sends it then
+        with StopSignals() if self.dist.active else _no_signals() as self._signals:
+            return self._run()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -214,6 +249,10 @@ class Trainer:
         model = build_detector(self.app.layout, cfg.model, self.groups, cfg.image_size, pretrained).to(self.device)
         if self.device.type == "cpu":  # oneDNN convolutions run about a quarter faster in NHWC on CPU
             model = model.to(memory_format=torch.channels_last)
+        rank = self.dist.rank  # the same weights on every rank; each rank's own randomness seeded apart
+        torch.manual_seed(cfg.seed + rank)
+        random.seed(cfg.seed + rank)
+        np.random.seed(cfg.seed + rank)
         counters: dict[str, Any] = {"phase": 0, "phase_step": 0, "phase_seconds": 0.0, "steps": 0,
                                     "images": 0, "seconds": 0.0, "loss": None}
         opt_state = None
@@ -222,8 +261,17 @@ class Trainer:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             counters.update(meta["counters"])
             opt_state = _optimizer_from({k: v for k, v in tensors.items() if k.startswith("opt.")}, meta["optimizer"])
-            print(f"resuming from {self.state_dir} at step {counters['steps']} (phase {counters['phase'] + 1})")
+            if self.dist.main:
+                print(f"resuming from {self.state_dir} at step {counters['steps']} (phase {counters['phase'] + 1})")
         loss_fn = LossComputer(self.app, model, self.data, self.groups, cfg.ignore_band).to(self.device)
+        if self.dist.active:
+            agree_resume(self.dist, counters["steps"], str(self.state_dir))
+            model = sync_batch_norm(model, self.device)
+            loss_fn = DistributedLoss(self.dist, model, loss_fn, self.device, find_unused=self.app.layout != "single")
+            if self.dist.main:
+                print(f"training on {self.dist.describe()}, {self.device.type}: global batch {cfg.batch_size}, "
+                      f"{cfg.batch_size // self.dist.world_size} per rank", flush=True)
+        self._open_step_log(counters["steps"])
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         for pi in range(counters["phase"], len(self.phases)):
             phase = self.phases[pi]
@@ -242,11 +290,52 @@ class Trainer:
                 self._save_state(model, opt, counters)
                 print(f"\ninterrupted: state saved to {self.state_dir}; run the same command to resume")
                 raise
+            except _Stopped as e:  # every rank agreed on it after the same step
+                self._save_state(model, opt, counters)
+                raise DistributedError(f"{e}: stopped after step {counters['steps']}; state saved to "
+                                       f"{self.state_dir}; run the same command to resume") from None
+            except RuntimeError as e:
+                if isinstance(e, LabelerError) or not (self.dist.active and is_peer_failure(e)):
+                    raise
+                # a rank went away during a step: no optimizer stepped, so the state is the last finished step's
+                self._save_state(model, opt, counters)
+                raise DistributedError(f"another rank stopped during step {counters['steps'] + 1} "
+                                       f"({describe_failure(e)}); "
+                                       f"state of step {counters['steps']} saved to {self.state_dir}; run the same "
+                                       "command to resume") from None
             if counters["steps"] != steps_before:  # a phase that did nothing (a step cap) leaves nothing to save
                 if pi + 1 < len(self.phases):
                     counters.update(phase=pi + 1, phase_step=0, phase_seconds=0.0)
                 self._save_state(model, opt, counters)
+        if not self.dist.main:  # rank 0 alone saves the checkpoint, evaluates and registers
+            return TrainResult(self.out, "", None, {}, self.dist.rank, self.dist.world_size)
+        self._signals.release()  # the other ranks are done: Ctrl-C interrupts the evaluation as usual
         return self._finish(model, counters)
+
+    # --- the step log (rank 0) -----------------------------------------------------------------------
+    def _open_step_log(self, resumed_at: int) -> None:
+        """OUT/train_log.jsonl, one line per step: kept up to the resumed step, started afresh otherwise."""
+        self._log = None
+        if not self.dist.main:
+            return
+        path = self.out / STEP_LOG
+        kept: list[str] = []
+        if resumed_at and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line)["step"] <= resumed_at:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    break
+        self.out.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        self._log = path
+
+    def _log_step(self, counters: dict[str, Any], loss: float, lr: float) -> None:
+        if getattr(self, "_log", None) is not None:
+            with self._log.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": counters["steps"], "phase": counters["phase"], "loss": loss, "lr": lr,
+                                    "images": counters["images"], "world_size": self.dist.world_size}) + "\n")
 
     def _budget(self, phase: Phase, steps_per_epoch: int) -> tuple[str, float]:
         if self.cfg.minutes is not None:
@@ -258,42 +347,52 @@ class Trainer:
     def _run_phase(self, model, opt, scaler, loss_fn, phase: Phase, counters: dict[str, Any]) -> None:
         cfg = self.cfg
         ds = DetectionDataset(phase.samples, cfg.image_size, self.norm["mean"], self.norm["std"], train=True)
-        bs = min(cfg.batch_size, len(ds))
-        g = torch.Generator().manual_seed(cfg.seed + 1000 * counters["phase"] + counters["phase_step"])
-        loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, collate_fn=_collate, generator=g,
-                            num_workers=0)
-        kind, budget = self._budget(phase, len(loader))
+        try:
+            bs = global_batch(cfg.batch_size, len(ds), self.dist)
+        except DistributedError as e:
+            raise TrainError(str(e)) from e
+        # the same global batches whatever the number of ranks, and a resume starts at the batch it stopped before
+        epochs = ShardedEpochs(ds, bs, cfg.seed + 1000 * counters["phase"], self.dist, _collate)
+        kind, budget = self._budget(phase, epochs.steps_per_epoch)
         done = lambda: (counters["phase_seconds"] if kind == "seconds" else counters["phase_step"]) >= budget
         capped = lambda: cfg.max_steps is not None and counters["steps"] >= cfg.max_steps
         label = f"{cfg.approach}" + (f" [{phase.name}]" if len(self.phases) > 1 else "")
         used = lambda: int(counters["phase_seconds"] if kind == "seconds" else counters["phase_step"])
-        bar = tqdm(total=int(budget), disable=not cfg.progress, desc=label, dynamic_ncols=True,
+        bar = tqdm(total=int(budget), disable=not cfg.progress or not self.dist.main, desc=label, dynamic_ncols=True,
                    unit="s" if kind == "seconds" else "step", initial=min(used(), int(budget)))
         last_save = time.perf_counter()
         model.train()
-        while not done() and not capped():
-            for x, batch in loader:
-                if done() or capped():
-                    break
-                t0 = time.perf_counter()
-                progress = (counters["phase_seconds"] if kind == "seconds" else counters["phase_step"]) / budget
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(progress)
-                value = train_step(model, opt, scaler, loss_fn, phase, x, batch, self.device, self.amp,
-                                   counters["steps"])
-                dt = time.perf_counter() - t0
-                counters["phase_step"] += 1
-                counters["steps"] += 1
-                counters["phase_seconds"] += dt
-                counters["seconds"] += dt
-                counters["images"] += len(batch)
-                counters["loss"] = value if counters["loss"] is None else 0.9 * counters["loss"] + 0.1 * value
-                bar.update(max(0, min(used(), int(budget)) - bar.n))
-                bar.set_postfix(loss=f"{counters['loss']:.3f}", img_s=f"{len(batch) / dt:.1f}",
-                                lr=f"{opt.param_groups[0]['lr']:.1e}")
-                if time.perf_counter() - last_save > cfg.save_every_s:
-                    self._save_state(model, opt, counters)
-                    last_save = time.perf_counter()
+        world = self.dist.world_size
+        for x, batch in epochs.batches(counters["phase_step"]):
+            # every rank leaves after the same step: a time budget met on one rank, or a signal to one, stops all
+            finished, signalled = agree_stop(self.dist, [done() or capped(), self._signals.requested is not None])
+            if signalled:
+                bar.close()
+                raise _Stopped(self._signals.requested or "a stop request to another rank")
+            if finished:
+                break
+            t0 = time.perf_counter()
+            progress = (counters["phase_seconds"] if kind == "seconds" else counters["phase_step"]) / budget
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(progress)
+            value = train_step(model, opt, scaler, loss_fn, phase, x, batch, self.device, self.amp,
+                               counters["steps"])
+            if self.dist.active:
+                value = loss_fn.global_loss  # the loss of the global batch, the same on every rank
+            dt = time.perf_counter() - t0
+            counters["phase_step"] += 1
+            counters["steps"] += 1
+            counters["phase_seconds"] += dt
+            counters["seconds"] += dt
+            counters["images"] += len(batch) * world
+            counters["loss"] = value if counters["loss"] is None else 0.9 * counters["loss"] + 0.1 * value
+            self._log_step(counters, value, opt.param_groups[0]["lr"])
+            bar.update(max(0, min(used(), int(budget)) - bar.n))
+            bar.set_postfix(loss=f"{counters['loss']:.3f}", img_s=f"{len(batch) * world / dt:.1f}",
+                            lr=f"{opt.param_groups[0]['lr']:.1e}")
+            if time.perf_counter() - last_save > cfg.save_every_s:
+                self._save_state(model, opt, counters)
+                last_save = time.perf_counter()
         bar.close()
 
     def _finish(self, model, counters: dict[str, Any]) -> TrainResult:
@@ -302,7 +401,8 @@ class Trainer:
         train_metrics = {"steps": counters["steps"], "images_seen": counters["images"],
                          "seconds": round(counters["seconds"], 1), "final_loss": counters["loss"],
                          "images_per_s": round(counters["images"] / max(counters["seconds"], 1e-9), 2),
-                         "device": self.device.type, "amp": self.amp, "torch_threads": torch.get_num_threads()}
+                         "device": self.device.type, "amp": self.amp, "torch_threads": torch.get_num_threads(),
+                         "world_size": self.dist.world_size, "backend": self.dist.backend}
         meta = {"model": cfg.model, "image_size": cfg.image_size, "layout": self.app.layout,
                 "groups": [g.to_dict() for g in self.groups], "super_taxonomy": self.data.sup.to_dict(),
                 "approach": cfg.approach, "normalisation": self.norm, "data": self.data.snapshot(),
@@ -338,6 +438,29 @@ def _collate(batch):
     return collate(batch)
 
 
+class _Stopped(Exception):
+    """Every rank agreed to stop (a signal to one of them); the message names the signal."""
+
+
+class _no_signals:
+    """One process keeps Python's own Ctrl-C (KeyboardInterrupt, the state saved where it lands)."""
+
+    requested = None
+
+    def __enter__(self):
+        return self
+
+    def release(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def train(ws: Workspace, out: str | Path, cfg: TrainConfig) -> TrainResult:
-    """Train, save, evaluate on val and register; see the module docstring."""
-    return Trainer(ws, out, cfg).run()
+    """Train, save, evaluate on val and register; see the module docstring. Under torchrun every rank calls
+    this; the process group is left when it returns."""
+    try:
+        return Trainer(ws, out, cfg).run()
+    finally:
+        teardown()

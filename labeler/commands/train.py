@@ -66,11 +66,18 @@ def _models() -> list[str]:
                     "submissions instead of training on (0: never wait)"),
            arg("--max-checkpoints", type=int, help="--follow: stop after this many checkpoints"),
            arg("--nice", type=int, default=0, help="lower this process's CPU priority by this much (the window's "
-                                                    "trainer button uses 10)"))
+                                                    "trainer button uses 10)"),
+           arg("--nproc", type=int, metavar="N",
+               help="train on N processes of this machine with DistributedDataParallel (launches torchrun; one per "
+                    "GPU, or CPU processes with gloo); --batch-size stays the global batch. Several machines: "
+                    "start `torchrun ... -m labeler train ...` on each (docs/distributed.md)"),
+           arg("--save-every", type=float, default=120.0, metavar="SECONDS",
+               help="save the training state this often (default 120); a stopped run resumes from the last one"))
 def train_cmd(args) -> int:
     import torch
 
     from inference.checkpoint import CheckpointError
+    from inference.distributed import DistributedError, launched
     from inference.models import ModelError
     from inference.train import TrainConfig, TrainError, train
 
@@ -79,6 +86,13 @@ def train_cmd(args) -> int:
             os.nice(args.nice)
         except (OSError, AttributeError):
             pass
+    if args.nproc is not None:
+        from inference.distributed import launch_local, strip_option
+
+        if args.follow:
+            raise CommandError("--follow runs as one process for now: give no --nproc")
+        launch_local(args.nproc, strip_option(args._argv, "--nproc"))
+        return 0
     if args.follow:
         return _follow(args)
     if any(v is not None for v in (args.every_minutes, args.every_images, args.every_steps, args.max_checkpoints)):
@@ -97,15 +111,19 @@ def train_cmd(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained, seed=args.seed,
                       ignore_band=(0.4, 0.5) if args.ignore_band else None,
                       dtype="float16" if args.half else "float32", device=args.device,
-                      evaluate=not args.no_eval, register=not args.no_register)
+                      evaluate=not args.no_eval, register=not args.no_register, save_every_s=args.save_every)
     with Workspace.open(args.ws) as ws:
         try:
             result = train(ws, args.out, cfg)
-        except (TrainError, ModelError, CheckpointError, ValueError) as e:
-            raise CommandError(str(e)) from e
+        except (TrainError, DistributedError, ModelError, CheckpointError, ValueError) as e:
+            rank = launched().rank
+            raise CommandError(str(e) if rank == 0 else f"rank {rank}: {e}") from e
+    if result.rank != 0:  # under torchrun, rank 0 reports the run
+        return 0
     t = result.metrics["train"]
+    ranks = f", {t['world_size']} ranks" if t.get("world_size", 1) > 1 else ""
     print(f"trained {result.version}: {t['steps']} steps, {t['images_seen']} images in {t['seconds']:.0f} s "
-          f"({t['images_per_s']} img/s on {t['device']}) -> {result.folder}")
+          f"({t['images_per_s']} img/s on {t['device']}{ranks}) -> {result.folder}")
     if "val" in result.metrics:
         v = result.metrics["val"]
         print(f"val: mAP@0.5 {v['mAP50']:.3f}, mAP@[.5:.95] {v['mAP']:.3f}, recall@{v['score_threshold']} "
