@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inference.lint import LintConfig, lint_image  # noqa: E402
+from inference.lint import EVERY_LABEL, LintConfig, lint_image  # noqa: E402
 from inference.lint_calibration import fit_calibration  # noqa: E402
 from inference.lint_types import Annotated  # noqa: E402
 from inference.prelabels import customer_proposals  # noqa: E402
@@ -241,7 +241,8 @@ def _hits(finding, errors: Sequence[Injected]) -> Injected | None:
 
 def calibrate(samples: Sequence[Sample], anns: Sequence[Sequence[Annotated]], config: LintConfig):
     """As `labeler lint` does: fit the score calibration on the labels under review (here the corrupted ones)."""
-    return fit_calibration((a, customer_proposals(s.detections, s.view, min_score=0.0, nms_iou=config.nms_iou))
+    return fit_calibration((a, customer_proposals(s.detections, s.view, min_score=0.0, nms_iou=config.nms_iou,
+                                                      same_object_iou=EVERY_LABEL))
                            for s, a in zip(samples, anns))
 
 

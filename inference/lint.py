@@ -37,9 +37,14 @@ from inference.lint_cleanlab import BoxQualities, box_qualities
 from inference.lint_rules import check_rules, find_duplicates
 from inference.lint_types import KINDS, Annotated, Finding, LintConfig, Proposal
 from inference.prelabels import customer_proposals
+
 from projects.errors import LabelerError
 from projects.taxonomy import ProjectView
 from projects.workspace import Workspace
+
+# The linter weighs the model's belief in the annotated label against every other label on the same box, so it
+# keeps one proposal per label there (the window shows one proposal per object: prelabels' same_object_iou).
+EVERY_LABEL = float("inf")
 
 __all__ = ["KINDS", "Finding", "LintConfig", "LintError", "LintResult", "ScoreCalibration", "lint_image",
            "lint_project", "lint_stored_image", "project_calibration", "project_proposals"]
@@ -66,9 +71,11 @@ def project_proposals(detections: Sequence[Any] | None, view: ProjectView, confi
     if not detections:
         return []
     if calibration is None:
-        return customer_proposals(detections, view, min_score=config.min_prediction_score, nms_iou=config.nms_iou)
+        return customer_proposals(detections, view, min_score=config.min_prediction_score, nms_iou=config.nms_iou,
+                                  same_object_iou=EVERY_LABEL)
     props = [replace(p, score=calibration(p.score))
-             for p in customer_proposals(detections, view, min_score=0.0, nms_iou=config.nms_iou)]
+             for p in customer_proposals(detections, view, min_score=0.0, nms_iou=config.nms_iou,
+                                         same_object_iou=EVERY_LABEL)]
     return [p for p in props if p.score >= config.min_prediction_score]
 
 
@@ -231,7 +238,8 @@ def project_calibration(ws: Workspace, project: str, model_id: int | None, image
         if dets is None:
             continue
         pairs.append(([Annotated.from_row(a) for a in ws.annotations(image_id)],
-                      customer_proposals(dets, view, min_score=0.0, nms_iou=config.nms_iou)))
+                      customer_proposals(dets, view, min_score=0.0, nms_iou=config.nms_iou,
+                                         same_object_iou=EVERY_LABEL)))
     return fit_calibration(pairs)
 
 
