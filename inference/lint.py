@@ -37,7 +37,6 @@ from inference.lint_cleanlab import BoxQualities, box_qualities
 from inference.lint_rules import check_rules, find_duplicates
 from inference.lint_types import KINDS, Annotated, Finding, LintConfig, Proposal
 from inference.prelabels import customer_proposals
-
 from projects.errors import LabelerError
 from projects.taxonomy import ProjectView
 from projects.workspace import Workspace
