@@ -135,6 +135,7 @@ def test_the_worker_starts_after_the_first_paint_and_shows_cached_prelabels(qtbo
         qtbot.waitUntil(lambda: w.canvas.proposal_boxes() != {}, timeout=30000)
         assert w.prelabels.worker.service._thread is not None
         assert list(w.canvas.proposal_boxes().values()) == [CAR[1]]
+        assert w.prelabels.status.text() == "model: v1 (stored pre-labels)"
     finally:
         w.close()
         w.session.ws.close()

@@ -126,6 +126,8 @@ def test_the_provenance_column_shows_every_provenance_in_full(qtbot, ws_copy):
         image_id = next(i for i in ws.image_ids("B") if ws.image(i)["status"] != "submitted")
         label = ws.labels("B")[0]["id"]
         ws.add_annotation(image_id, label, (10, 10, 60, 60), provenance="prelabel_adjusted", model_id=None)
+        child = next(lab["id"] for lab in ws.labels("B") if lab["name"] == "Pedestrian_child")
+        ws.add_annotation(image_id, child, (70, 10, 90, 60))
     w = open_window(qtbot, ws_copy, lint=True, size=(1440, 880))  # the default size, with the lint docks
     try:
         al = w.annotation_list
@@ -136,6 +138,7 @@ def test_the_provenance_column_shows_every_provenance_in_full(qtbot, ws_copy):
         need = al.fontMetrics().horizontalAdvance("prelabel_adjusted")
         assert cell.height() > 0 and left + need <= al.viewport().width()
         assert al.header().sectionSize(2) >= need
+        assert al.sizeHintForColumn(0) <= al.header().sectionSize(0)  # "Pedestrian_child" with its swatch, uncut
     finally:
         w.close()
         w.session.ws.close()

@@ -38,7 +38,9 @@ class AnnotationList(QTreeWidget):
         list's minimum width keeps visible (a longer label is cut; its tooltip has it whole)."""
         fm = self.fontMetrics()
         pad = 2 * self.style().pixelMetric(self.style().PixelMetric.PM_FocusFrameHMargin) + 8
-        label = fm.horizontalAdvance(LABEL_ROOM) + self.iconSize().width() + 8 + pad
+        icon = self.iconSize().width() if self.iconSize().width() > 0 else \
+            self.style().pixelMetric(self.style().PixelMetric.PM_SmallIconSize)
+        label = fm.horizontalAdvance(LABEL_ROOM) + icon + 12 + pad
         size = fm.horizontalAdvance("0000 × 0000") + pad
         provenance = max(fm.horizontalAdvance(p) for p in PROVENANCE_WORDS) + pad
         self.setColumnWidth(0, label)

@@ -681,16 +681,18 @@ class Canvas(QGraphicsView):
         font.setPixelSize(13)
         painter.setFont(font)
         fm = painter.fontMetrics()
+        flags = Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap
         bottom = view.bottom() - 10
-        for text in reversed(notes):
-            w = min(view.width() - 20, fm.horizontalAdvance(text) + 24)
-            r = QRectF(view.center().x() - w / 2, bottom - fm.height() - 10, w, fm.height() + 10)
+        for text in reversed(notes):  # a narrow view wraps the text; it is never cut
+            room = max(40, int(view.width()) - 40)
+            size = fm.boundingRect(0, 0, room, 10_000, int(flags), text).size()
+            r = QRectF(view.center().x() - size.width() / 2 - 10, bottom - size.height() - 10,
+                       size.width() + 20, size.height() + 10)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(QColor(0, 0, 0, 185))
             painter.drawRoundedRect(r, 5, 5)
             painter.setPen(QColor(255, 255, 255))
-            painter.drawText(r, Qt.AlignmentFlag.AlignCenter,
-                             fm.elidedText(text, Qt.TextElideMode.ElideRight, int(w - 16)))
+            painter.drawText(r, int(flags), text)
             bottom = r.top() - 6
 
     # --- feedback ------------------------------------------------------------------------------

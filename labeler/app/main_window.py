@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 TOOLBAR = {"previous_image": "◀ Previous", "next_image": "Next ▶", "next_unlabeled": "Next unlabeled",
            "submit_and_next": "Submit ✓", "undo": "Undo", "redo": "Redo", "fit": "Fit", "shortcuts": "Keys (F1)"}
 PREFETCH_DELAY_MS = 40
-FIRST_RUN_HINT = ("Drag: draw a box · click a dashed pre-label + Enter: accept it · Shift+Enter: accept all · "
-                  "F1: every key")
+FIRST_RUN_HINT = "Drag: draw a box · click a dashed pre-label + Enter: accept it · Shift+Enter: accept all · F1: keys"
 STATUS_WORDS = {"unlabeled": "unlabeled", "in_progress": "in progress", "submitted": "submitted"}
 
 

@@ -199,6 +199,10 @@ class PrelabelController(QObject):
             self.retags = {}  # another model's proposals: a class given to the old ones does not carry over
         self.detections[result.image_id] = result.detections
         self.model_ids[result.image_id] = result.model_id
+        if result.cached and not self.worker.last_status and self.stopped is None:  # answered before any load
+            self.status.setText(f"model: {result.model_version} (stored pre-labels)")
+            self.status.setToolTip("Pre-labels stored in the workspace are shown at once; the model itself loads "
+                                   "when an image needs it")
         if result.image_id == self._image_id():
             self.render()
 
