@@ -383,7 +383,7 @@ class DistributedLoss:
     def __call__(self, x: torch.Tensor, batch: list[dict[str, Any]], phase) -> tuple[torch.Tensor, dict[str, float]]:
         self.module.phase = phase
         loss, parts = self.ddp(x, batch)
-        total = loss.detach().clone().float()
+        total = loss.detach().clone().double()
         dist.all_reduce(total)
         self.global_loss = float(total) / self.ctx.world_size
         if not np.isfinite(self.global_loss):  # every rank sees the same figure and stops the same way
