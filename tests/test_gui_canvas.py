@@ -214,3 +214,18 @@ def test_crosshair_and_size_readout_while_drawing(canvas):
     assert not canvas._readout.isVisible()
     QTest.mouseMove(vp, canvas.to_view(380, 320))  # off the image: no crosshair
     assert not vertical.isVisible()
+
+
+def test_the_middle_of_a_small_box_moves_it_and_its_edges_still_resize(qtbot):
+    """A box a few screen pixels across: its handles used to cover its centre, so a drag resized it."""
+    from widgets.box_item import HANDLE_PX, BoxItem
+
+    item = BoxItem(BoxSpec(1, "Car", "#ff0000", (0.0, 0.0, 12.0, 10.0)))
+    item.setSelected(True)  # handles only answer on a selected box
+    item.set_view_scale(1.0)
+    assert item.handle_at(QPointF(6.0, 5.0)) is None  # the centre: a move
+    assert item.handle_at(QPointF(0.5, 0.5)) == "tl" and item.handle_at(QPointF(6.0, 9.5)) == "b"
+    big = BoxItem(BoxSpec(2, "Car", "#ff0000", (0.0, 0.0, 200.0, 100.0)))
+    big.setSelected(True)
+    big.set_view_scale(1.0)
+    assert big.handle_at(QPointF(HANDLE_PX - 1, 50.0)) == "l"  # a large box keeps the full handle size

@@ -94,9 +94,12 @@ class BoxItem(QGraphicsItem):
         """The resize handle under `pos` (scene coordinates), corners first; None off the handles."""
         if not self.isSelected():
             return None
-        tol = self._margin()
+        # a handle reaches at most a quarter of the box into it, so the middle half of a small box (a few screen
+        # pixels at this zoom) always moves the box instead of resizing it
+        tol_x = min(self._margin(), self._rect.width() / 4)
+        tol_y = min(self._margin(), self._rect.height() / 4)
         for name, p in self.handle_points().items():
-            if abs(p.x() - pos.x()) <= tol and abs(p.y() - pos.y()) <= tol:
+            if abs(p.x() - pos.x()) <= tol_x and abs(p.y() - pos.y()) <= tol_y:
                 return name
         return None
 
