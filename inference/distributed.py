@@ -198,6 +198,19 @@ def agree_on_ids(ctx: DistContext, ids: Sequence[int], what: str) -> list[int]:
     return chosen
 
 
+def agree_on_value(ctx: DistContext, value: str, what: str) -> None:
+    """Every rank must hold rank 0's `value` (e.g. a fingerprint of the training data): else all stop, saying so."""
+    if not ctx.active:
+        return
+    box: list[Any] = [value if ctx.main else None]
+    dist.broadcast_object_list(box, src=0, device=torch.device("cuda", torch.cuda.current_device())
+                               if ctx.backend == "nccl" else None)
+    differ = _reduce(ctx, [0.0 if box[0] == value else 1.0], dist.ReduceOp.MAX)[0]
+    if differ:
+        raise DistributedError(f"the ranks read different {what}: every rank must open the same workspace (a copy "
+                               "made while someone labels is stale) and the same image files")
+
+
 def shard(items: Sequence[Any], ctx: DistContext) -> list[Any]:
     """This rank's part of `items`: every N-th one from position `rank`. Disjoint, and together all of them."""
     return list(items[ctx.rank::ctx.world_size])

@@ -14,6 +14,7 @@ state, the step log (`OUT/train_log.jsonl`: the loss of every step), the checkpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from inference.distributed import (
     ShardedEpochs,
     StopSignals,
     agree_on_ids,
+    agree_on_value,
     agree_resume,
     agree_stop,
     describe_failure,
@@ -202,6 +204,7 @@ class Trainer:
             ids = agree_on_ids(self.dist, [s.image_id for s in self.data.samples], "submitted images")
             by_id = {s.image_id: s for s in self.data.samples}
             self.data.samples = [by_id[i] for i in ids]
+            agree_on_value(self.dist, _fingerprint(self.data.samples), "boxes for the same images")
         self.train_samples = self.data.split("train")
         if not self.train_samples:
             raise TrainError(f"{ws.folder}: no submitted images in the train split of "
@@ -335,7 +338,8 @@ class Trainer:
         if getattr(self, "_log", None) is not None:
             with self._log.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": counters["steps"], "phase": counters["phase"], "loss": loss, "lr": lr,
-                                    "images": counters["images"], "world_size": self.dist.world_size}) + "\n")
+                                    "images": counters["images"], "seconds": round(counters["seconds"], 4),
+                                    "world_size": self.dist.world_size}) + "\n")
 
     def _budget(self, phase: Phase, steps_per_epoch: int) -> tuple[str, float]:
         if self.cfg.minutes is not None:
@@ -436,6 +440,16 @@ def _collate(batch):
     from inference.dataset import collate
 
     return collate(batch)
+
+
+def _fingerprint(samples) -> str:
+    """What the ranks must agree on: every image's content hash, boxes, nodes and weights."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.image_id}:{s.sha256}:{s.project}:{','.join(s.nodes)}:".encode())
+        h.update(np.ascontiguousarray(s.boxes, np.float32).tobytes())
+        h.update(np.ascontiguousarray(s.box_weights, np.float32).tobytes())
+    return h.hexdigest()
 
 
 class _Stopped(Exception):

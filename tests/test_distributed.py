@@ -162,8 +162,15 @@ def _gradient_worker(rank: int, port: int, folder: str) -> None:
     mine = items[rank::2]
     loss, _ = step_loss(torch.stack([x for x, _ in mine]), [t for _, t in mine], phase)
     loss.backward()
+    from inference.distributed import agree_on_value
+
+    try:  # a rank that read other data (a stale copy of the workspace) stops every rank, none waits forever
+        agree_on_value(ctx, f"data seen by rank {rank}", "boxes for the same images")
+        refused = False
+    except DistributedError:
+        refused = True
     if rank == 0:
-        torch.save({"loss": step_loss.global_loss,
+        torch.save({"loss": step_loss.global_loss, "refused": refused,
                     "grads": {n: p.grad for n, p in model.named_parameters() if p.grad is not None}},
                    Path(folder) / "ranks.pt")
     teardown()
@@ -208,6 +215,7 @@ def test_two_ranks_compute_the_one_process_gradient_in_float64(demo_ws, tmp_path
     diff = sum(float((ranks["grads"][n] - g).pow(2).sum()) for n, g in grads.items())
     norm = sum(float(g.pow(2).sum()) for g in grads.values())
     assert (diff / norm) ** 0.5 < 1e-9
+    assert ranks["refused"]
 
 
 # --- torchrun ---------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def train_cmd(args) -> int:
     import torch
 
     from inference.checkpoint import CheckpointError
-    from inference.distributed import DistributedError, launched
+    from inference.distributed import DistributedError, launch_local, launched, strip_option
     from inference.models import ModelError
     from inference.train import TrainConfig, TrainError, train
 
@@ -86,11 +86,9 @@ def train_cmd(args) -> int:
             os.nice(args.nice)
         except (OSError, AttributeError):
             pass
+    if args.follow and (args.nproc is not None or launched().active):
+        raise CommandError("--follow runs as one process for now: give no --nproc and start it without torchrun")
     if args.nproc is not None:
-        from inference.distributed import launch_local, strip_option
-
-        if args.follow:
-            raise CommandError("--follow runs as one process for now: give no --nproc")
         launch_local(args.nproc, strip_option(args._argv, "--nproc"))
         return 0
     if args.follow:
