@@ -338,20 +338,24 @@ def weighted_ap(weights: np.ndarray, det_img: np.ndarray, tp: np.ndarray, fp: np
     if D == 0:
         out[rows] = 0.0
         return out
+    R = len(_REC_THRS)
     step = max(1, _MAX_CELLS // D)
     for s in range(0, len(rows), step):
         sel = rows[s:s + step]
+        n = len(sel)
         wd = weights[sel][:, det_img]
         tps, fps = np.cumsum(wd * tp, axis=1), np.cumsum(wd * fp, axis=1)
         rc = tps / npig[sel, None]
         pr = tps / (fps + tps + np.spacing(1))
         pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # the precision envelope
-        for j, b in enumerate(sel):
-            idx = np.searchsorted(rc[j], _REC_THRS, side="left")
-            q = np.zeros(len(_REC_THRS))
-            ok = idx < D
-            q[ok] = pr[j, idx[ok]]
-            out[b] = q.mean()
+        # pycocotools: idx[j] = the first detection whose recall reaches threshold j (searchsorted, side
+        # "left"). The same for every row at once, exactly: count the thresholds each recall reaches (an
+        # integer, non-decreasing along a row), shift each row into its own integer range, one searchsorted.
+        reached = np.searchsorted(_REC_THRS, rc.ravel(), side="right").reshape(n, D) + (R + 1) * np.arange(n)[:, None]
+        queries = np.arange(R)[None, :] + (R + 1) * np.arange(n)[:, None]
+        idx = np.searchsorted(reached.ravel(), queries.ravel(), side="right").reshape(n, R) - D * np.arange(n)[:, None]
+        q = np.where(idx < D, np.take_along_axis(pr, np.minimum(idx, D - 1), axis=1), 0.0)
+        out[sel] = q.mean(axis=1)
     return out
 
 
@@ -377,6 +381,8 @@ class _Cohort:
         local = np.full(len(s.project), -1)
         local[self.members] = np.arange(len(self.members))
         self.project = s.project[self.members]
+        self.ones = np.ones((1, len(self.members)))  # every image once: the point figures
+        self.point_cache: dict = {}
         self.gt, self.found = s.gt[self.members], s.found[self.members]
         self.dets = []
         for img, tp, fp in zip(s.det_img, s.det_tp, s.det_fp):
@@ -402,18 +408,26 @@ class _Cohort:
         img, tp, fp = self.dets[k]
         return weighted_ap(W, img, tp[t], fp[t], W @ self.gt[:, k])
 
-    def scope(self, W: np.ndarray, nodes: list[int], project: int | None, iou_all: bool = False
-              ) -> dict[str, np.ndarray]:
+    def scope(self, W: np.ndarray, nodes: list[int], project: int | None, iou_all: bool = False,
+              cache: dict | None = None) -> dict[str, np.ndarray]:
         """mAP50 (and mAP over IoU .5:.95 when `iou_all`) and recall of some nodes, on one project's images or
-        all, for each row of weights."""
-        if project is not None:
+        all, for each row of weights. `cache` (one dict per `W`) keeps each node's AP for the next rows."""
+        if project is not None and not (self.project == project).all():
             W = W * (self.project == project)
-        out = {"mAP50": _nanmean(np.stack([self.ap(W, k) for k in nodes], axis=-1)) if nodes else
-               np.full(len(W), np.nan),
+        else:
+            project = None  # all the cohort's images are that project's: the same figures
+        cache = {} if cache is None else cache
+
+        def ap(k: int, t: int = 0) -> np.ndarray:
+            if (project, k, t) not in cache:
+                cache[(project, k, t)] = self.ap(W, k, t)
+            return cache[(project, k, t)]
+
+        out = {"mAP50": _nanmean(np.stack([ap(k) for k in nodes], axis=-1)) if nodes else np.full(len(W), np.nan),
                "recall": _ratio((W @ self.found[:, nodes]).sum(axis=1), (W @ self.gt[:, nodes]).sum(axis=1))}
         if iou_all:
             T = self.dets[0][1].shape[0] if self.dets else 0
-            per = [_nanmean(np.stack([self.ap(W, k, t) for t in range(T)], axis=-1)) for k in nodes]
+            per = [_nanmean(np.stack([ap(k, t) for t in range(T)], axis=-1)) for k in nodes]
             out["mAP"] = _nanmean(np.stack(per, axis=-1)) if per else np.full(len(W), np.nan)
         return out
 
@@ -449,7 +463,7 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
     scopes += [("node", n, [k], None) for k, n in enumerate(nodes)]
 
     def figures(c: _Cohort, kind: str, nodes_in: list[int], project: int | None) -> Figures:
-        point = c.scope(np.ones((1, len(c.members))), nodes_in, project, iou_all=True)
+        point = c.scope(c.ones, nodes_in, project, iou_all=True, cache=c.point_cache)
         if kind == "node":  # the images of the projects that label it
             mask = np.isin(c.project, [j for j, p in enumerate(names) if nodes[nodes_in[0]] in labeled[p]])
         else:
@@ -463,6 +477,7 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
     for ci, (key, label, members) in enumerate(groups):
         c = _Cohort(scored, members)
         W = c.resample(np.random.default_rng([seed, ci]), bootstrap) if bootstrap else None
+        w_cache: dict = {}
         cohort = Cohort(key, label, *_span(rows, members, by), figures=figures(c, "all", scopes[0][2], None))
         stats: dict[tuple[str, str | None], np.ndarray] = {}
         for kind, name, nodes_in, project in scopes:
@@ -476,7 +491,7 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
                     continue
                 cohort.nodes[name] = f
             if W is not None:
-                stats[(kind, name)] = c.scope(W, nodes_in, project)[metric]
+                stats[(kind, name)] = c.scope(W, nodes_in, project, cache=w_cache)[metric]
                 f.low, f.high = _interval(stats[(kind, name)], confidence)
         built.append(cohort)
         samples.append(stats)
@@ -490,6 +505,7 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
             # enough draws that a p-value as small as the Bonferroni tail can be seen at all
             draws = max(bootstrap, math.ceil(4 / (1 - row_confidence)))
             W0, Wc = pooled.resample(rng, draws, first), pooled.resample(rng, draws, this)
+            c0_cache, cc_cache = {}, {}
         for (kind, name), f in compared.items():
             base = _rows(built[0])[(kind, name)]
             change = f.value(metric) - base.value(metric)
@@ -499,7 +515,8 @@ def drift_report(ws: Workspace, predictor, by: str = "cohorts", cohorts: int = D
                                                         row_confidence)
             if bootstrap and f.change is not None:
                 nodes_in, project = scope_of[(kind, name)]
-                null = pooled.scope(Wc, nodes_in, project)[metric] - pooled.scope(W0, nodes_in, project)[metric]
+                null = (pooled.scope(Wc, nodes_in, project, cache=cc_cache)[metric]
+                        - pooled.scope(W0, nodes_in, project, cache=c0_cache)[metric])
                 null = null[~np.isnan(null)]
                 f.p_value = float((1 + (null <= f.change + 1e-12).sum()) / (1 + len(null))) if len(null) else None
             f.flagged = bool(f.change is not None and f.change <= -threshold and f.change_high is not None

@@ -97,30 +97,33 @@ def test_a_resampled_image_counts_as_often_as_drawn():
         dets.append({"image_id": im["id"], "category_id": 1, "bbox": [100, 150, 20, 20],
                      "score": float(rng.uniform(0, 0.8))})
     gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}
-    weights = np.array([2, 0, 1, 3, 1, 0], float)
-    # the same data with image i repeated weights[i] times, as pycocotools sees a bootstrap resample
-    dup_images, dup_anns, dup_dets = [], [], []
-    for i, im in enumerate(images):
-        for _copy in range(int(weights[i])):
-            new = len(dup_images) + 1
-            dup_images.append({**im, "id": new})
-            dup_anns += [{**a, "id": len(dup_anns) + k + 1, "image_id": new}
-                         for k, a in enumerate(a for a in anns if a["image_id"] == im["id"])]
-            dup_dets += [{**d, "image_id": new} for d in dets if d["image_id"] == im["id"]]
-    expected = coco_evaluate({"images": dup_images, "annotations": dup_anns, "categories": gt["categories"]},
-                             dup_dets).per_category["a"]["ap50"]
     # our side: detections ranked by score, each a true positive when it overlaps its box at IoU >= 0.5
-    once = coco_evaluate(gt, dets)
-    assert once.per_category["a"]["ap50"] != expected  # the weights matter
     order = sorted(range(len(dets)), key=lambda j: -dets[j]["score"])
     img = np.array([dets[j]["image_id"] - 1 for j in order])
     tp = np.array([_iou(dets[j]["bbox"], [a for a in anns if a["image_id"] == dets[j]["image_id"]]) >= 0.5
                    for j in order])
-    npig = np.array([sum(weights[a["image_id"] - 1] for a in anns)])
-    assert weighted_ap(weights[None], img, tp, ~tp, npig)[0] == pytest.approx(expected, abs=1e-12)
-    ones = np.ones((1, 6))
-    assert weighted_ap(ones, img, tp, ~tp, np.array([len(anns)]))[0] == pytest.approx(
-        once.per_category["a"]["ap50"], abs=1e-12)
+    gt_per_image = np.array([sum(a["image_id"] == im["id"] for a in anns) for im in images], float)
+    # several resamples at once (rows), each against pycocotools on the images repeated that often
+    weights = np.array([[2, 0, 1, 3, 1, 0], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 6, 0], [1, 2, 0, 0, 2, 1],
+                        [0, 0, 0, 0, 0, 0]], float)
+    got = weighted_ap(weights, img, tp, ~tp, weights @ gt_per_image)
+    for row, ap in zip(weights, got):
+        if not row.any():
+            assert np.isnan(ap)  # no ground truth: undefined, as pycocotools' -1
+            continue
+        dup_images, dup_anns, dup_dets = [], [], []
+        for i, im in enumerate(images):
+            for _copy in range(int(row[i])):
+                new = len(dup_images) + 1
+                dup_images.append({**im, "id": new})
+                dup_anns += [{**a, "id": len(dup_anns) + k + 1, "image_id": new}
+                             for k, a in enumerate(a for a in anns if a["image_id"] == im["id"])]
+                dup_dets += [{**d, "image_id": new} for d in dets if d["image_id"] == im["id"]]
+        expected = coco_evaluate({"images": dup_images, "annotations": dup_anns, "categories": gt["categories"]},
+                                 dup_dets).per_category["a"]["ap50"]
+        assert ap == pytest.approx(expected, abs=1e-12)
+    assert got[0] != got[1]  # the weights matter
+    assert got[1] == pytest.approx(coco_evaluate(gt, dets).per_category["a"]["ap50"], abs=1e-12)
 
 
 def _iou(box, anns) -> float:
