@@ -50,6 +50,10 @@ class DistributedError(LabelerError, RuntimeError):
     """The ranks cannot start, disagree, or one of them went away; the message says which and what to do."""
 
 
+class RunStopped(DistributedError):
+    """Every rank stopped after the same step (a signal, or another rank that went away); the state is saved."""
+
+
 @dataclass(frozen=True)
 class DistContext:
     """Where this process stands among the ranks of one run (world size 1: a plain process)."""

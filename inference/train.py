@@ -37,6 +37,7 @@ from inference.dataset import DatasetError, DetectionDataset, load_training_data
 from inference.distributed import (
     DistributedError,
     DistributedLoss,
+    RunStopped,
     ShardedEpochs,
     StopSignals,
     agree_on_ids,
@@ -295,14 +296,14 @@ class Trainer:
                 raise
             except _Stopped as e:  # every rank agreed on it after the same step
                 self._save_state(model, opt, counters)
-                raise DistributedError(f"{e}: stopped after step {counters['steps']}; state saved to "
+                raise RunStopped(f"{e}: stopped after step {counters['steps']}; state saved to "
                                        f"{self.state_dir}; run the same command to resume") from None
             except RuntimeError as e:
                 if isinstance(e, LabelerError) or not (self.dist.active and is_peer_failure(e)):
                     raise
                 # a rank went away during a step: no optimizer stepped, so the state is the last finished step's
                 self._save_state(model, opt, counters)
-                raise DistributedError(f"another rank stopped during step {counters['steps'] + 1} "
+                raise RunStopped(f"another rank stopped during step {counters['steps'] + 1} "
                                        f"({describe_failure(e)}); "
                                        f"state of step {counters['steps']} saved to {self.state_dir}; run the same "
                                        "command to resume") from None

@@ -199,6 +199,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_compute_the_one_process_gradient_in_float64(demo_ws, tmp_path):
     """Synchronised batch norm, the global loss normaliser and DDP's average give exactly the one-process
     gradient of the same 4 images (float64, so rounding does not hide a wrong formula)."""
@@ -219,6 +220,7 @@ def test_two_ranks_compute_the_one_process_gradient_in_float64(demo_ws, tmp_path
 
 
 # --- torchrun ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_ranks_follow_the_one_process_loss_trajectory_and_register_one_model(train_ws, one_process, two_ranks):
     two, run, registered = two_ranks
     assert len(one_process) == len(two) == STEPS
@@ -231,6 +233,7 @@ def test_two_ranks_follow_the_one_process_loss_trajectory_and_register_one_model
     assert not (train_ws.parent / "two" / "train_state").exists()
 
 
+@pytest.mark.slow
 def test_two_machines_simulated_on_localhost_train_like_one_machine(train_ws, two_ranks):
     """`--nnodes 2` with the c10d rendezvous: two torchrun agents of one process each make one run of 2 ranks."""
     out = train_ws.parent / "nodes"
@@ -267,6 +270,7 @@ def _saved_step(out: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_a_killed_rank_stops_the_run_cleanly_and_the_same_command_resumes(train_ws, two_ranks):
     out = train_ws.parent / "killed"
@@ -319,6 +323,7 @@ def _predictions(ws: Path, project: str) -> dict[int, list[dict]]:
                 for i in w.image_ids(project)}
 
 
+@pytest.mark.slow
 def test_sharded_predict_writes_what_one_process_writes(demo_ws, tmp_path, tiny_checkpoint):
     for name in ("one", "two"):
         shutil.copytree(demo_ws, tmp_path / name)

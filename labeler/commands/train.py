@@ -77,7 +77,7 @@ def train_cmd(args) -> int:
     import torch
 
     from inference.checkpoint import CheckpointError
-    from inference.distributed import DistributedError, launch_local, launched, strip_option
+    from inference.distributed import DistributedError, RunStopped, launch_local, launched, strip_option
     from inference.models import ModelError
     from inference.train import TrainConfig, TrainError, train
 
@@ -115,6 +115,8 @@ def train_cmd(args) -> int:
             result = train(ws, args.out, cfg)
         except (TrainError, DistributedError, ModelError, CheckpointError, ValueError) as e:
             rank = launched().rank
+            if rank != 0 and isinstance(e, RunStopped):
+                return 2  # rank 0 says where the run stopped and where its state is
             raise CommandError(str(e) if rank == 0 else f"rank {rank}: {e}") from e
     if result.rank != 0:  # under torchrun, rank 0 reports the run
         return 0
