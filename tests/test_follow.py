@@ -385,3 +385,22 @@ def test_sigkill_never_leaves_a_half_registered_version(demo_copy, tmp_path, whe
         for m in ws.models():
             check_registered(ws, m, load_checkpoint(ws.model_path(m), ws.super_taxonomy()))
     assert os.path.isfile(out / "model.safetensors")
+
+
+def test_every_images_checkpoints_once_the_new_images_have_been_trained_on(demo_copy, tmp_path, monkeypatch):
+    _fake_scores(monkeypatch, [0.5, 0.4] * 4)
+    with Workspace.open(demo_copy) as ws:
+        trainer = FollowTrainer(ws, tmp_path / "f", TrainConfig(**TINY),
+                                FollowConfig(every_images=1, poll_s=0.2, recent_share=1.0))
+        trainer.open()
+        try:
+            assert trainer.train_steps(2) == 2 and not trainer.checkpoint_due()  # nothing new yet
+            project, new_id = _unsubmitted(ws, "train")
+            _submit(ws, project, new_id)
+            trainer.stream.poke()
+            trainer.train_steps()  # returns when a checkpoint is due: the new image arrived and was trained on
+            assert trainer.checkpoint_due() and trainer.stream.trained_on.get(new_id, 0) >= 1
+            outcome = trainer.checkpoint()
+            assert outcome.pool_images == trainer.stream.stats().pool and not trainer.checkpoint_due()
+        finally:
+            trainer.close()
