@@ -123,11 +123,16 @@ def bccd_source(folder: Path):
             voc = read_voc(files[order[used[0]]])
             used[0] += 1
             image = read_image(BCCD_DEFAULT / "BCCD" / "JPEGImages" / voc.filename)
+            boxes = [(names[BCCD_NODES[o.name]], o.box) for o in voc.objects]
             if tag == "stained":
                 image = stain(image)
+            elif tag == "zoomed":  # a lower-magnification objective: cells at 55 % (as bench/bench_drift.py)
+                from bench_drift import zoom_out
+
+                image, boxes = zoom_out(image, boxes)
             path = folder / f"{tag}_{k:02d}_{Path(voc.filename).stem}.png"
             write_image(path, image)
-            out.append(Truth(path, [(names[BCCD_NODES[o.name]], o.box) for o in voc.objects], tag))
+            out.append(Truth(path, boxes, tag))
         return out
     return make
 
@@ -238,9 +243,9 @@ def run_stream(args) -> dict[str, Any]:
     source = (bccd_source(out / "images") if args.data == "bccd" else
               synthetic_source(out / "images", view, classes, args.max_objects))
     first_tag = "clean" if args.data == "bccd" else "day"
-    schedule = schedule_of(args.schedule or ("clean:3,stained:3" if args.data == "bccd" else "day:3,night:4,fog:4"))
+    schedule = schedule_of(args.schedule or ("clean:3,zoomed:3" if args.data == "bccd" else "day:2,night:4,fog:2"))
     rng = np.random.default_rng(1)
-    size = args.image_size or (320 if args.data == "bccd" else 256)
+    size = args.image_size or 256
     base = dict(image_size=size, batch_size=args.batch_size, lr=args.lr, progress=False, evaluate=False)
     report: dict[str, Any] = {"data": args.data, "schedule": schedule, "batch_images": args.batch,
                               "initial_images": args.initial, "image_size": size, "batch_size": args.batch_size,
