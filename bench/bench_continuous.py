@@ -360,25 +360,36 @@ def _save(out: Path, report: dict[str, Any], cost: dict[str, Any]) -> None:
 class _Ticker:
     """The event-loop probe: the time between two ticks of a 5 ms timer (a stall shows as a long gap)."""
 
-    def __init__(self, timer, gaps: list[float]):
-        self.timer, self.gaps, self.last = timer, gaps, timer.nsecsElapsed()
+    def __init__(self, timer, gaps: list[float], ends: list[float]):
+        self.timer, self.gaps, self.ends, self.last = timer, gaps, ends, timer.nsecsElapsed()
 
     def __call__(self) -> None:
         now = self.timer.nsecsElapsed()
         self.gaps.append((now - self.last) / 1e6)
+        self.ends.append(now / 1e6)
         self.last = now
+
+
+def classify_stalls(ends: list[float], gaps: list[float], spans: list[tuple[float, float, str]],
+                    limit: float = 50.0) -> Counter:
+    """Each event-loop gap over `limit` ms, by what overlapped it: the window's own edit or submit, the window's
+    worker loading a model (a hot swap), a checkpoint of the trainer, or nothing we recorded ("other")."""
+    out: Counter = Counter()
+    for end, gap in zip(ends, gaps):
+        if gap <= limit:
+            continue
+        start = end - gap
+        hits = [kind for a, b, kind in spans if a <= end and b >= start]
+        order = ("edit", "submit", "model load in the window's worker", "trainer checkpoint")
+        out[next((k for k in order if k in hits), "other")] += 1
+    return out
 
 
 def run_app(args) -> dict[str, Any]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
 
     from inference.registry import register_checkpoint
-    from labeler.app import trainer_panel
-    from labeler.app.session import LabelingSession
-    from labeler.app.window_runner import build_window
-    from projects import trainer_status
     from projects.demo import build_demo
     from projects.taxonomy import resource_path
 
@@ -387,69 +398,125 @@ def run_app(args) -> dict[str, Any]:
         shutil.rmtree(out)
     os.environ["LABELER_SETTINGS"] = str(out / "settings.ini")
     app = QApplication.instance() or QApplication([])
-    results: dict[str, Any] = {"seconds": args.seconds}
+    results: dict[str, Any] = {"seconds": args.seconds, "edit_every_s": args.edit_every}
     for mode in ("without trainer", "with trainer"):
         folder = out / mode.replace(" ", "_") / "ws"
         build_demo(folder, n_images=args.images, seed=3).close()
         shutil.copytree(resource_path("models", "demo"), folder / "models" / "demo")
         with Workspace.open(folder) as ws:
             register_checkpoint(ws, folder / "models" / "demo")
-        session = LabelingSession(Workspace.open(folder), "B")
-        w = build_window(session, trainer=False, lint=False)
-        panel = trainer_panel.install(w, extra_args=["--every-steps", str(args.every_steps), "--poll-seconds", "5"])
-        w.resize(1440, 880)
-        w.show()
-        failed: list[str] = []
-        session.failed.connect(failed.append)
-        if mode == "with trainer":
-            panel.start()
-            clock = time.monotonic()
-            while (panel.running() is None or panel.running()["steps"] < 1) and time.monotonic() - clock < 300:
-                app.processEvents()
-                time.sleep(0.01)
-        gaps: list[float] = []
-        timer = QElapsedTimer()
-        timer.start()
-        probe = QTimer()
-        probe.setInterval(5)
-        probe.timeout.connect(_Ticker(timer, gaps))
-        probe.start()
-        edits = submits = 0
-        end = time.monotonic() + args.seconds
-        next_edit = time.monotonic()
-        rng = np.random.default_rng(0)
-        while time.monotonic() < end:
-            app.processEvents()
-            if time.monotonic() >= next_edit and session.image is not None:
-                wd, ht = session.image["width"], session.image["height"]
-                x, y = float(rng.uniform(0, wd - 60)), float(rng.uniform(0, ht - 60))
-                session.add_box((x, y, x + 50, y + 50))
-                edits += 1
-                if edits % 4 == 0:
-                    w.submit()
-                    submits += 1
-                next_edit = time.monotonic() + args.edit_every
-            time.sleep(0.001)
-        probe.stop()
-        run = trainer_status.latest_run(session.ws) if mode == "with trainer" else None
-        if mode == "with trainer":
-            panel.stop()
-            clock = time.monotonic()
-            while panel.child is not None and panel.child.poll() is None and time.monotonic() - clock < 60:
-                app.processEvents()
-                time.sleep(0.05)
-        g = np.array(gaps[1:]) if len(gaps) > 1 else np.array([0.0])
-        results[mode] = {"edits": edits, "submits": submits, "failed_edits": len(failed), "failures": failed[:5],
-                         "max_gap_ms": round(float(g.max()), 1), "p99_gap_ms": round(float(np.percentile(g, 99)), 1),
-                         "gaps_over_50ms": int((g > 50).sum()), "ticks": int(len(g)),
-                         "trainer_steps": run["steps"] if run else None,
-                         "trainer_checkpoints": run["checkpoints"] if run else None,
-                         "trainer_registered": run["registered"] if run else None}
+        results[mode] = _measure_window(app, folder, mode == "with trainer", args)
         print(mode, json.dumps(results[mode]), flush=True)
-        w.close()
-        session.ws.close()
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def _measure_window(app, folder: Path, with_trainer: bool, args) -> dict[str, Any]:
+    """One window on `folder` for `args.seconds`: a simulated annotator edits and submits; every event-loop gap
+    is measured and attributed to what overlapped it."""
+    from PySide6.QtCore import QElapsedTimer, QTimer
+
+    from labeler.app import trainer_panel
+    from labeler.app.session import LabelingSession
+    from labeler.app.window_runner import build_window
+    from projects import trainer_status
+
+    session = LabelingSession(Workspace.open(folder), "B")
+    w = build_window(session, trainer=False, lint=False)
+    panel = trainer_panel.install(w, extra_args=["--every-steps", str(args.every_steps), "--poll-seconds", "5"])
+    w.resize(1440, 880)
+    w.show()
+    failed: list[str] = []
+    session.failed.connect(failed.append)
+    if with_trainer:
+        panel.start()
+        clock = time.monotonic()
+        while (panel.running() is None or panel.running()["steps"] < 1) and time.monotonic() - clock < 300:
+            app.processEvents()
+            time.sleep(0.01)
+    timer = QElapsedTimer()
+    timer.start()
+    spans: list[tuple[float, float, str]] = []  # (start ms, end ms, what) on the probe's clock
+    marks = _Marks(timer, spans)
+    w.prelabels.worker.status_changed.connect(marks.on_status)
+    panel.poller.snapshot.connect(marks.on_snapshot)
+    gaps: list[float] = []
+    ends: list[float] = []
+    probe = QTimer()
+    probe.setInterval(5)
+    probe.timeout.connect(_Ticker(timer, gaps, ends))
+    probe.start()
+    edits = submits = 0
+    edit_ms: list[float] = []
+    end = time.monotonic() + args.seconds
+    next_edit = time.monotonic()
+    rng = np.random.default_rng(0)
+    while time.monotonic() < end:
+        app.processEvents()
+        if time.monotonic() >= next_edit and session.image is not None:
+            wd, ht = session.image["width"], session.image["height"]
+            x, y = float(rng.uniform(0, wd - 60)), float(rng.uniform(0, ht - 60))
+            t0 = marks.ms()
+            session.add_box((x, y, x + 50, y + 50))
+            spans.append((t0, marks.ms(), "edit"))
+            edit_ms.append(marks.ms() - t0)
+            edits += 1
+            if edits % 4 == 0:
+                t0 = marks.ms()
+                w.submit()
+                spans.append((t0, marks.ms(), "submit"))
+                submits += 1
+            next_edit = time.monotonic() + args.edit_every
+        time.sleep(0.001)
+    probe.stop()
+    run = trainer_status.latest_run(session.ws) if with_trainer else None
+    if with_trainer:
+        panel.stop()
+        clock = time.monotonic()
+        while panel.child is not None and panel.child.poll() is None and time.monotonic() - clock < 60:
+            app.processEvents()
+            time.sleep(0.05)
+    g = np.array(gaps[1:]) if len(gaps) > 1 else np.array([0.0])
+    stalls = classify_stalls(ends[1:], gaps[1:], spans)
+    w.close()
+    session.ws.close()
+    return {"edits": edits, "submits": submits, "failed_edits": len(failed), "failures": failed[:5],
+            "max_gap_ms": round(float(g.max()), 1), "p99_gap_ms": round(float(np.percentile(g, 99)), 1),
+            "gaps_over_50ms": int((g > 50).sum()), "stalls_by_cause": dict(stalls),
+            "max_edit_ms": round(max(edit_ms, default=0.0), 1),
+            "model_loads": sum(1 for sp in spans if sp[2].startswith("model load")),
+            "ticks": int(len(g)), "trainer_steps": run["steps"] if run else None,
+            "trainer_checkpoints": run["checkpoints"] if run else None,
+            "trainer_registered": run["registered"] if run else None}
+
+
+class _Marks:
+    """Spans of what happened, on the probe's clock: the window's worker loading a model, the trainer's checkpoints."""
+
+    def __init__(self, timer, spans: list[tuple[float, float, str]]):
+        self.timer, self.spans = timer, spans
+        self.loading: float | None = None
+        self.evaluating: float | None = None
+
+    def ms(self) -> float:
+        return self.timer.nsecsElapsed() / 1e6
+
+    def on_status(self, text: str) -> None:
+        if text.startswith("loading model"):
+            self.loading = self.ms()
+        elif self.loading is not None and ("ready" in text or "could not" in text):
+            self.spans.append((self.loading, self.ms(), "model load in the window's worker"))
+            self.loading = None
+
+    def on_snapshot(self, snap) -> None:
+        from labeler.app import trainer_panel
+
+        state = snap.run["state"] if snap.run else None
+        if state == "evaluating" and self.evaluating is None:
+            self.evaluating = self.ms() - 1000 * trainer_panel.POLL_S  # seen up to a poll late
+        elif state != "evaluating" and self.evaluating is not None:
+            self.spans.append((self.evaluating, self.ms(), "trainer checkpoint"))
+            self.evaluating = None
 
 
 # --- tables -----------------------------------------------------------------------------------------------------
