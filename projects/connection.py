@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -46,9 +47,21 @@ def is_lock_error(e: BaseException) -> bool:
 class StoreDatabase(Database):
     """sqlite-utils' Database whose `atomic()` begins IMMEDIATE and turns a lasting lock into one line."""
 
+    dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection, path: Path):
         super().__init__(conn)
         self.path = path
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Many rows through one statement (bulk import); projects/store/postgres.py has the same call."""
+        self.conn.executemany(sql, rows)
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def set_schema_version(self, version: int) -> None:
+        self.conn.execute(f"PRAGMA user_version = {int(version)}")
 
     @contextmanager
     def atomic(self) -> Iterator[StoreDatabase]:

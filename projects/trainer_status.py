@@ -182,6 +182,6 @@ def submitted_count(ws: Workspace, since: str | None = None, projects: Iterable[
         params.append(since)
     names = list(projects) if projects is not None else None
     if names is not None:
-        sql += f" AND p.name IN ({','.join('?' * len(names))})" if names else " AND 0"
+        sql += f" AND p.name IN ({','.join('?' * len(names))})" if names else " AND 1 = 0"
         params.extend(names)
     return int(ws.db.execute(sql, params).fetchone()[0])

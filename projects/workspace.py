@@ -1,4 +1,5 @@
-"""The workspace: one folder holding `labeler.sqlite`, the source of truth for everything.
+"""The workspace: one folder holding `labeler.sqlite` (or one PostgreSQL database, a team workspace), the
+source of truth for everything.
 
 Every public method that writes does so in exactly one transaction (`db.atomic()`), so a crash at
 any moment leaves the last committed edit on disk and nothing half-written. Connections run in
@@ -11,11 +12,11 @@ worker) and a killed process loses nothing it committed. Each thread opens its o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from sqlite_utils import Database
+from typing import Any
 
 from projects.connection import connect, identify
 from projects.errors import WorkspaceError
@@ -24,8 +25,10 @@ from projects.store.annotations import AnnotationStore
 from projects.store.common import check_box, check_name_encodable, default_author, now
 from projects.store.images import AddImagesResult, ImageStore
 from projects.store.models import ModelStore
+from projects.store.pg_schema import PG_MIGRATIONS
 from projects.store.review import ReviewStore
 from projects.store.stats import StatsStore
+from projects.store.target import is_url, redact
 from projects.store.taxonomy import TaxonomyStore
 from projects.store.transfer import TransferStore
 from projects.taxonomy import SuperTaxonomy, default_super_taxonomy
@@ -34,13 +37,27 @@ __all__ = ["DB_NAME", "AddImagesResult", "Workspace", "WorkspaceError", "check_n
            "now"]
 
 DB_NAME = "labeler.sqlite"
+IMAGE_ROOT_ENV = "LABELER_IMAGE_ROOT"  # where this machine mounts a team workspace's image root
 _check_box = check_box  # the name it had before the split
 
 
 class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewStore, TransferStore, StatsStore):
-    def __init__(self, folder: Path, db: Database):
+    """A workspace in a folder (SQLite) or a team workspace in a PostgreSQL database.
+
+    `folder` is where files live: the workspace folder, or a team workspace's image root on shared storage
+    (image and model paths are stored relative to it). `location` is what `Workspace.open` takes to open
+    the same workspace again (the folder, or the URL) — a worker thread or process uses it.
+    """
+
+    def __init__(self, folder: Path, db: Any, location: str | None = None):
         self.folder = folder
         self.db = db
+        self.location = location or str(folder)
+
+    @property
+    def is_team(self) -> bool:
+        """A PostgreSQL workspace: images must lie under the image root, which every annotator reaches."""
+        return self.db.dialect == "postgresql"
 
     # --- opening ---------------------------------------------------------------------------
     @staticmethod
@@ -49,7 +66,15 @@ class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewSt
         return p if p.suffix == ".sqlite" else p / DB_NAME
 
     @classmethod
-    def create(cls, folder: str | Path, super_taxonomy: SuperTaxonomy | None = None) -> Workspace:
+    def create(cls, folder: str | Path, super_taxonomy: SuperTaxonomy | None = None, *,
+               image_root: str | Path | None = None) -> Workspace:
+        """A new workspace in `folder`, or in the empty PostgreSQL database a `postgresql://` URL names
+        (which needs `image_root`: the shared folder its images and models lie under)."""
+        if is_url(folder):
+            return cls._create_team(str(folder), super_taxonomy or default_super_taxonomy(), image_root)
+        if image_root is not None:
+            raise WorkspaceError(f"{folder}: an image root is for a PostgreSQL workspace; a folder workspace "
+                                 "stores image paths relative to itself")
         folder = Path(folder)
         path = cls.db_path(folder)
         if path.exists():
@@ -76,7 +101,39 @@ class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewSt
         return ws
 
     @classmethod
+    def _create_team(cls, url: str, sup: SuperTaxonomy, image_root: str | Path | None) -> Workspace:
+        from projects.store import postgres
+
+        shown = redact(url)
+        if image_root is None:
+            raise WorkspaceError(f"{shown}: a PostgreSQL workspace needs an image root (--image-root DIR): the "
+                                 "shared folder every annotator reaches, which its images lie under")
+        root = Path(image_root).expanduser().resolve()
+        if not root.is_dir():
+            raise WorkspaceError(f"{image_root}: the image root is not a folder (create it on shared storage first)")
+        db = postgres.connect(url)
+        try:
+            if db.execute("SELECT to_regclass('meta')").fetchone()[0] is not None:
+                postgres.identify(db, APP_ID)  # not ours: says so
+                raise WorkspaceError(f"{shown}: a workspace already exists here")
+            if tables := db.table_names():
+                raise WorkspaceError(f"{shown}: the database already holds {len(tables)} tables; a team workspace "
+                                     "needs an empty database (CREATE DATABASE ...)")
+            ws = cls(root, db, url)
+            with db.atomic():  # one transaction, DDL included: a failed create leaves the database empty
+                ws._migrate(0)
+                db["meta"].upsert({"key": "super_taxonomy_name", "value": sup.name}, pk="key")
+                db["meta"].upsert({"key": "image_root", "value": str(root)}, pk="key")
+                ws._insert_nodes(sup.nodes)
+        except BaseException:
+            db.close()
+            raise
+        return ws
+
+    @classmethod
     def open(cls, folder: str | Path) -> Workspace:
+        if is_url(folder):
+            return cls._open_team(str(folder))
         path = cls.db_path(folder)
         if not path.is_file():
             raise WorkspaceError(f"{folder}: not a workspace (no {DB_NAME}); create one with `labeler init`")
@@ -88,11 +145,37 @@ class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewSt
         ws._migrate(ws.schema_version)
         return ws
 
+    @classmethod
+    def _open_team(cls, url: str) -> Workspace:
+        from projects.store import postgres
+
+        db = postgres.connect(url)
+        try:
+            version = postgres.identify(db, APP_ID)
+            if version > SCHEMA_VERSION:
+                raise WorkspaceError(f"{redact(url)}: schema version {version} is newer than this Labeler "
+                                     f"understands ({SCHEMA_VERSION}); upgrade Labeler")
+            row = db.execute("SELECT value FROM meta WHERE key = 'image_root'").fetchone()
+            root = os.environ.get(IMAGE_ROOT_ENV) or (row[0] if row else None)
+            if not root:
+                raise WorkspaceError(f"{redact(url)}: the workspace names no image root; set {IMAGE_ROOT_ENV}")
+            ws = cls(Path(root), db, url)
+            ws._migrate(version)
+        except BaseException:
+            db.close()
+            raise
+        return ws
+
     def _migrate(self, current: int) -> None:
+        """Apply the forward migrations after `current`, each in its own transaction with its version; a
+        version another process applied meanwhile is skipped (read again under the write lock)."""
+        migrations = MIGRATIONS if self.db.dialect == "sqlite" else PG_MIGRATIONS
         for version in range(current, SCHEMA_VERSION):
             with self.db.atomic():
-                MIGRATIONS[version](self.db)
-                self.db.execute(f"PRAGMA user_version = {version + 1}")
+                if self.db.schema_version() > version:
+                    continue
+                migrations[version](self.db)
+                self.db.set_schema_version(version + 1)
 
     def close(self) -> None:
         self.db.close()
@@ -105,14 +188,13 @@ class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewSt
 
     @property
     def schema_version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
+        return self.db.schema_version()
 
     @contextmanager
-    def transaction(self) -> Iterator[Database]:
+    def transaction(self) -> Iterator[Any]:
         """Group several writes into one transaction (nested calls become savepoints)."""
         with self.db.atomic() as db:
             yield db
-
 
 
 def _is_sqlite(path: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import pytest
 
 from projects.imaging import write_image
@@ -14,12 +15,25 @@ from projects.taxonomy import CustomerTaxonomy, Label, TaxonomyError
 from projects.workspace import Workspace, WorkspaceError
 
 
-def test_new_workspace_is_wal_with_foreign_keys(ws):
-    assert ws.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert ws.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+@pytest.fixture
+def ws(store):
+    """Every test here that takes `ws` runs on SQLite and on PostgreSQL (tests/conftest.py `store`)."""
+    w = store.create()
+    yield w
+    w.close()
+
+
+def test_new_workspace_is_wal_with_foreign_keys(tmp_path):
+    with Workspace.create(tmp_path / "w") as w:
+        assert w.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert w.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_new_workspace_has_the_schema_and_enforces_foreign_keys(ws):
     assert ws.schema_version == SCHEMA_VERSION
     assert ws.super_taxonomy().names[:2] == ["vehicle", "car"]
-    with pytest.raises(sqlite3.IntegrityError):
+    integrity = (sqlite3.IntegrityError, *([psycopg.IntegrityError] if ws.is_team else []))
+    with pytest.raises(integrity):
         ws.db.execute("INSERT INTO labels(project_id, name, node_id, position) VALUES (999, 'x', 1, 0)")
 
 
@@ -90,11 +104,15 @@ def test_images_inside_are_relative_and_corrupt_ones_are_skipped(ws, tmp_path):
     bad = inside / "broken.jpg"
     bad.write_bytes(good.read_bytes()[:200])
     res = ws.add_images("P", [inside, outside, tmp_path / "missing.png"])
-    assert len(res.added) == 2
     assert any("broken.jpg" in s and "corrupt" in s for s in res.skipped)
     assert any("missing.png" in s and "not found" in s for s in res.skipped)
     rows = [ws.image(i) for i in res.added]
-    assert {r["path"] for r in rows} == {"imgs/img1.jpg", str(outside.resolve())}
+    if ws.is_team:  # a team workspace's images lie under its image root, where every annotator reaches them
+        assert len(res.added) == 1 and {r["path"] for r in rows} == {"imgs/img1.jpg"}
+        assert any("img2.jpg" in s and "outside the image root" in s for s in res.skipped)
+    else:
+        assert len(res.added) == 2
+        assert {r["path"] for r in rows} == {"imgs/img1.jpg", str(outside.resolve())}
     assert rows[0]["width"] == 512 and rows[0]["height"] == 320 and rows[0]["status"] == "unlabeled"
     assert rows[0]["split_bucket"] == split_bucket(rows[0]["sha256"])
     assert ws.image_path(rows[0]["path"]) == good.resolve()
@@ -104,7 +122,7 @@ def test_images_inside_are_relative_and_corrupt_ones_are_skipped(ws, tmp_path):
 
 def test_annotation_edits_soft_delete_and_status(ws, tmp_path):
     ws.add_project("P", CustomerTaxonomy([Label("Human", "person"), Label("Car", "car")]))
-    (img,) = ws.add_images("P", [_image(tmp_path)]).added
+    (img,) = ws.add_images("P", [_image(ws.folder)]).added
     human, car = (lab["id"] for lab in ws.labels("P"))
     aid = ws.add_annotation(img, human, (10, 20, 30, 60), author="ann")
     row = ws.annotations(img)[0]
@@ -129,7 +147,7 @@ def test_annotation_edits_soft_delete_and_status(ws, tmp_path):
 
 def test_predictions_are_cached_per_model(ws, tmp_path):
     ws.add_project("P")
-    (img,) = ws.add_images("P", [_image(tmp_path)]).added
+    (img,) = ws.add_images("P", [_image(ws.folder)]).added
     mid = ws.register_model("v1", "models/v1")
     assert ws.predictions(img, mid) is None
     ws.save_predictions(img, mid, [])

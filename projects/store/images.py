@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from projects.errors import WorkspaceError
-from projects.imaging import ImageError, ImageInfo, find_images, probe_image
+from projects.imaging import ImageError, ImageInfo, file_sha256, find_images, probe_image
 from projects.schema import STATUSES
 from projects.split import split_bucket
 from projects.store.common import StoreBase, check_name_encodable, now
@@ -22,15 +22,32 @@ class AddImagesResult:
 
 
 class ImageStore(StoreBase):
+    is_team: bool
     # --- images ----------------------------------------------------------------------------
-    def stored_path(self, path: Path) -> str:
-        """Relative to the workspace when the file lies inside it (so the folder can move), else absolute."""
+    def stored_path(self, path: Path, *, outside_root: bool = False) -> str:
+        """Relative to the workspace when the file lies inside it (so the folder can move), else absolute.
+
+        On a team workspace `folder` is the image root on shared storage: an image outside it is refused
+        (another annotator's machine could not read it) unless `outside_root` (a model checkpoint)."""
         check_name_encodable(path)
         p = path.resolve()
         try:
             return p.relative_to(self.folder).as_posix()
         except ValueError:
+            if self.is_team and not outside_root:
+                raise ImageError(f"{path}: outside the image root {self.folder}; a team workspace's images lie "
+                                 "under it, where every annotator reaches them") from None
             return str(p)
+
+    def verify_image(self, image_id: int) -> Path:
+        """The image's file, after checking that its content is still what was added (SHA-256): on shared
+        storage a file may be replaced or moved under the same name. ImageError naming it if not."""
+        row = self.image(image_id)
+        path = self.image_path(row["path"])
+        if file_sha256(path) != row["sha256"]:
+            raise ImageError(f"{path}: the file changed since it was added (its content hash differs); restore "
+                             "it or add it again")
+        return path
 
     def image_path(self, stored: str) -> Path:
         p = Path(stored)
@@ -57,7 +74,10 @@ class ImageStore(StoreBase):
         for p in find_images(list(paths)):
             try:
                 check_name_encodable(p)
-                infos.append(probe(p))
+                info = probe(p)
+                if self.is_team:
+                    self.stored_path(Path(p))  # outside the image root: skipped, named
+                infos.append(info)
             except ImageError as e:
                 skipped.append(str(e))
         return self.insert_images(pid, infos, skipped)

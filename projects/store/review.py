@@ -20,14 +20,15 @@ class ReviewStore(StoreBase):
         `findings` are dicts with kind, score, box, message and optionally annotation_id, suggested_label."""
         t = now()
         with self.db.atomic():
-            self.db.execute("DELETE FROM lint_findings WHERE image_id=? AND model_id IS ? AND state='open'",
-                            [image_id, model_id])
+            self.db.execute("DELETE FROM lint_findings WHERE image_id=? AND model_id IS NOT DISTINCT FROM ? "
+                            "AND state='open'", [image_id, model_id])
             ids = [self.db["lint_findings"].insert({
                 "image_id": image_id, "model_id": model_id, "annotation_id": f.get("annotation_id"),
                 "kind": f["kind"], "score": float(f["score"]), "x1": f["box"][0], "y1": f["box"][1],
                 "x2": f["box"][2], "y2": f["box"][3], "message": f["message"], "state": "open",
                 "suggested_label": f.get("suggested_label"), "created_at": t}).last_pk for f in findings]
-            self.db.execute("DELETE FROM lint_images WHERE image_id=? AND model_id IS ?", [image_id, model_id])
+            self.db.execute("DELETE FROM lint_images WHERE image_id=? AND model_id IS NOT DISTINCT FROM ?",
+                            [image_id, model_id])
             self.db["lint_images"].insert({"image_id": image_id, "model_id": model_id, "score": float(image_score),
                                            "findings": len(ids), "created_at": t})
         return ids
@@ -39,7 +40,7 @@ class ReviewStore(StoreBase):
         sql = "SELECT * FROM lint_findings WHERE image_id=?"
         params: list[Any] = [image_id]
         if not any_model:
-            sql, params = sql + " AND model_id IS ?", [*params, model_id]
+            sql, params = sql + " AND model_id IS NOT DISTINCT FROM ?", [*params, model_id]
         if state is not None:
             sql, params = sql + " AND state=?", [*params, state]
         return [dict(r) for r in self._rows(sql + " ORDER BY score DESC, id", params)]
@@ -57,9 +58,10 @@ class ReviewStore(StoreBase):
         number of findings stored and of those still open."""
         return [dict(r) for r in self._rows(
             "SELECT li.image_id, i.path, li.score, li.findings, (SELECT COUNT(*) FROM lint_findings f "
-            "WHERE f.image_id = li.image_id AND f.model_id IS li.model_id AND f.state = 'open') AS open "
+            "WHERE f.image_id = li.image_id AND f.model_id IS NOT DISTINCT FROM li.model_id "
+            "AND f.state = 'open') AS open "
             "FROM lint_images li JOIN images i ON i.id = li.image_id "
-            "WHERE i.project_id = ? AND li.model_id IS ? ORDER BY li.score DESC, li.image_id",
+            "WHERE i.project_id = ? AND li.model_id IS NOT DISTINCT FROM ? ORDER BY li.score DESC, li.image_id",
             [self.project_id(project), model_id])]
 
     def mark_gold(self, image_id: int, author: str | None = None, requeue: bool = False) -> int:

@@ -6,9 +6,11 @@ from typing import Any
 
 from projects.schema import STATUSES
 from projects.store.common import StoreBase
+from projects.store.target import display
 
 
 class StatsStore(StoreBase):
+    location: str
     def stats(self) -> dict[str, Any]:
         sup = self.super_taxonomy()
         out = []
@@ -29,6 +31,6 @@ class StatsStore(StoreBase):
                 "missing_nodes": [n for n in sup.names if n not in view.labeled_nodes],
                 "rules": view.taxonomy.rules,
             })
-        return {"workspace": str(self.folder), "schema_version": self.schema_version,
+        return {"workspace": display(self.location), "schema_version": self.schema_version,
                 "super_taxonomy": sup.to_dict(), "projects": out, "models": len(self.models())}
 

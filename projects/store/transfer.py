@@ -15,6 +15,7 @@ from projects.store.common import StoreBase, now
 
 
 class TransferStore(StoreBase):
+    is_team: bool
     # --- bulk import and export (projects/formats) -------------------------------------------
     def bulk_import(self, project_id: int, images: Sequence[dict[str, Any]],
                     annotations: dict[str, Sequence[Any] | Any]) -> list[int]:
@@ -41,7 +42,12 @@ class TransferStore(StoreBase):
             real = os.path.join(real_dirs[folder], os.path.basename(p))
             if os.path.islink(real):
                 return self.stored_path(Path(real))
-            return Path(real[len(root):]).as_posix() if real.startswith(root) else real
+            if real.startswith(root):
+                return Path(real[len(root):]).as_posix()
+            if self.is_team:
+                raise WorkspaceError(f"{path}: outside the image root {self.folder}; a team workspace's images lie "
+                                     "under it, where every annotator reaches them")
+            return real
 
         root = str(self.folder) + os.sep
         with self.db.atomic():
@@ -61,7 +67,7 @@ class TransferStore(StoreBase):
                 rows.append((project_id, path, im["sha256"], int(im["width"]), int(im["height"]),
                              im.get("added_at") or t, split_bucket(im["sha256"]), status,
                              im.get("status_updated_at") or t))
-            self.db.conn.executemany(
+            self.db.executemany(
                 "INSERT INTO images (project_id, path, sha256, width, height, added_at, split_bucket, status, "
                 "status_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             by_path = dict(self.db.execute("SELECT path, id FROM images WHERE project_id=?", [project_id]).fetchall())
@@ -83,7 +89,7 @@ class TransferStore(StoreBase):
             if n and bad:
                 raise WorkspaceError(f"unknown provenance {sorted(bad, key=str)[0]!r} "
                                      f"(one of {', '.join(PROVENANCES)})")
-            self.db.conn.executemany(
+            self.db.executemany(
                 "INSERT INTO annotations (image_id, label_id, x1, y1, x2, y2, provenance, author, model_id, "
                 "created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", zip(*columns))
         return ids
