@@ -28,6 +28,7 @@ state of the last step every rank finished. Either way the same command resumes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,11 @@ class DistributedError(LabelerError, RuntimeError):
 
 class RunStopped(DistributedError):
     """Every rank stopped after the same step (a signal, or another rank that went away); the state is saved."""
+
+
+class LauncherStopped(DistributedError):
+    """`--nproc`'s torchrun was sent SIGINT or SIGTERM: it passed the signal on to every rank and waited for them
+    (they stop after their current step and save their state; torchrun kills what is left after 30 s)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,38 @@ def agree_on_value(ctx: DistContext, value: str, what: str) -> None:
     if differ:
         raise DistributedError(f"the ranks read different {what}: every rank must open the same workspace (a copy "
                                "made while someone labels is stale) and the same image files")
+
+
+def _collective_device(ctx: DistContext) -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if ctx.backend == "nccl" else torch.device("cpu")
+
+
+def broadcast_json(ctx: DistContext, value: Any = None) -> Any:
+    """Rank 0's `value` (anything JSON can hold), on every rank: its UTF-8 text in a byte tensor, so nothing a
+    rank receives is unpickled. One process: `value` itself."""
+    if not ctx.active:
+        return value
+    device = _collective_device(ctx)
+    data = json.dumps(value).encode("utf-8") if ctx.main else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if ctx.main
+           else torch.empty(int(size.item()), dtype=torch.uint8, device=device))
+    dist.broadcast(buf, src=0)
+    return value if ctx.main else json.loads(bytes(buf.cpu().numpy()).decode("utf-8"))
+
+
+def gather_ints(ctx: DistContext, values: Sequence[int], width: int) -> list[list[int]]:
+    """Every rank's `values` (at most `width` integers; padded with -1), on every rank, in rank order."""
+    row = [int(v) for v in values][:width]
+    row += [-1] * (width - len(row))
+    if not ctx.active:
+        return [row]
+    device = _collective_device(ctx)
+    mine = torch.tensor(row, dtype=torch.int64, device=device)
+    rows = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    dist.all_gather(rows, mine)
+    return [[int(v) for v in r.cpu()] for r in rows]
 
 
 def shard(items: Sequence[Any], ctx: DistContext) -> list[Any]:
@@ -488,6 +526,7 @@ def strip_option(argv: Sequence[str], option: str) -> list[str]:
 def launch_local(nproc: int, module_argv: Sequence[str]) -> None:
     """Run `python -m labeler MODULE_ARGV` on `nproc` ranks of this machine through torchrun (standalone
     rendezvous on a free local port). Raises DistributedError naming the first rank that failed."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -502,6 +541,10 @@ def launch_local(nproc: int, module_argv: Sequence[str]) -> None:
                                          "-m", "labeler", *module_argv])
     try:
         run(args)
+    except SignalException as e:
+        name = signal.Signals(e.sigval).name
+        raise LauncherStopped(f"{name}: torchrun passed it on to the {nproc} ranks, which stopped after their "
+                              "current step; run the same command to resume") from None
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0

@@ -29,6 +29,17 @@ One long-running process, on this machine or another one that sees the workspace
 
 Every write to the workspace is one short transaction (a heartbeat, a checkpoint row, a registration):
 the window's own edits never wait for the trainer for more than milliseconds.
+
+**Several ranks** (`--nproc N`, or torchrun; docs/distributed.md). Every rank runs this loop in lockstep with
+DistributedDataParallel, and rank 0 alone decides: at each step boundary every rank reports (a stop signal it
+received, images it could not read), rank 0 reads the stream, the window's stop request and the budgets and
+broadcasts what every rank does next: train on a plan (the step's global batch: image ids, boxes and paths,
+`--batch-size` images whatever N is, each rank loading its own share; inference/stream.py), wait for new
+images, checkpoint or stop. At a checkpoint rank 0 alone writes, evaluates, applies the gate and registers,
+while the other ranks wait for it (rank 0 tells them every few seconds that it is still evaluating, so the
+wait is bounded by LABELER_DIST_TIMEOUT of silence, not by the length of the evaluation) and then continue
+with the same weights. A rank that dies makes rank 0 save the state of the last finished step and stop;
+the same command resumes. With one process all of this is the same code without the messages.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import shutil
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +65,22 @@ from inference.approaches import LossComputer, Phase, approach
 from inference.architectures import build_detector
 from inference.checkpoint import META, WEIGHTS, CheckpointError, load_checkpoint, save_checkpoint
 from inference.dataset import TrainingData
+from inference.distributed import (
+    DistributedLoss,
+    RunStopped,
+    agree_on_value,
+    agree_resume,
+    broadcast_json,
+    describe_failure,
+    gather_ints,
+    global_batch,
+    is_peer_failure,
+    setup,
+    sync_batch_norm,
+)
 from inference.evaluate import DEFAULT_SCORE, score_detections
 from inference.models import check_image_size, model_spec, resolve_pretrained
-from inference.stream import BatchPrefetcher, SubmittedStream
+from inference.stream import LoadedBatch, PlanLoader, SubmittedStream
 from inference.train import (
     STATE_DIR,
     TrainConfig,
@@ -66,6 +91,7 @@ from inference.train import (
     train_step,
 )
 from projects import trainer_status
+from projects.errors import LabelerError
 from projects.imaging import read_image
 from projects.workspace import Workspace
 
@@ -73,6 +99,9 @@ VERSIONS_DIR = "versions"
 METRICS = ("mAP50", "mAP", "recall")
 SAME_CONFIG_KEYS = ("model", "image_size", "layout", "approach", "groups")
 DEFAULT_EVERY_MINUTES = 10.0
+PLANS_AHEAD = 2  # global batches drawn ahead of training, so every rank's loader reads the next one meanwhile
+MAX_REPORTED_FAILURES = 8  # unreadable images one rank reports per step boundary (the rest at the next ones)
+TRACE_ENV = "LABELER_FOLLOW_TRACE"  # a path prefix: each rank appends what it trained on to PREFIX.rankR.jsonl
 
 
 @dataclass
@@ -193,8 +222,9 @@ class FollowTrainer:
         check_image_size(cfg.image_size)
         self.spec = model_spec(cfg.model)
         self.app = approach(cfg.approach)
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dist, self.device = setup(cfg.device)  # under torchrun: this rank joins the run's process group
         self.amp = self.device.type == "cuda"
+        global_batch(cfg.batch_size, cfg.batch_size, self.dist)  # the global batch must split evenly over the ranks
         self.stop = stop or threading.Event()
         self.stopped_by = ""
         self.data = workspace_data(ws, cfg.projects)
@@ -211,7 +241,15 @@ class FollowTrainer:
         self.run_id: int | None = None
         self.outcomes: list[CheckpointOutcome] = []
         self._incumbent: dict[str, Any] | None = None  # {"id", "version", "predictor", "dets": {image id: dets}}
-        self._stream_stop = threading.Event()
+        self.stream: SubmittedStream | None = None  # rank 0's alone
+        self._queued: deque[dict[str, Any]] = deque()  # plans sent to the loaders and not trained on yet
+        self._pending = "stop"  # what ended the last `train_steps`: stop, checkpoint or pause
+        self._in_checkpoint = False
+        self._trace = None
+        # every rank must learn the same heads from the same projects: else all stop here, saying so
+        agree_on_value(self.dist, json.dumps([self.identity(), {p: sorted(n) for p, n in self.data.labeled.items()},
+                                              self.data.rules], sort_keys=True, default=str),
+                       "projects, taxonomies or settings")
 
     # --- configuration identity -------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -252,12 +290,10 @@ class FollowTrainer:
             return f"model {row['version']}", cut, None
         return "the pretrained backbone", None, None
 
-    def open(self) -> None:
-        """Build the model (warm-started), the stream and the status row; then `train_steps`/`checkpoint`."""
+    def _start_main(self) -> tuple[Any, tuple | None, dict[str, Any]]:
+        """Rank 0: refuse a second trainer on DIR, build the model and warm-start it; returns (model, resumed
+        state, what the other ranks need to know)."""
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
         for r in trainer_status.runs(self.ws):
             if r["alive"] and Path(r["out"]) == self.out:
                 raise TrainError(f"a follow trainer (pid {r['pid']} on {r['host']}) is already writing to {self.out}; "
@@ -272,41 +308,96 @@ class FollowTrainer:
         self.source, cut, resumed = self._warm_start(model)
         if self.source == "the pretrained backbone" and has_start:  # every candidate failed to load
             model = build_detector(self.app.layout, cfg.model, self.groups, cfg.image_size, pretrained).to(self.device)
+        counters: dict[str, Any] = {"steps": 0, "images": 0, "seconds": 0.0, "loss": None, "checkpoints": 0,
+                                    "cut_at": cut}
+        if resumed is not None:
+            counters.update(resumed[1]["counters"])
+        return model, resumed, {"source": self.source, "counters": counters, "resumed": resumed is not None}
+
+    def _start_other(self, info: dict[str, Any]) -> tuple[Any, tuple | None]:
+        """Another rank: the same model (DistributedDataParallel copies rank 0's weights into it) and, on a resume,
+        the optimizer state rank 0 resumed, read from DIR (storage every rank shares)."""
+        model = build_detector(self.app.layout, self.cfg.model, self.groups, self.cfg.image_size,
+                               "none").to(self.device)
+        self.source = info["source"]
+        if not info["resumed"]:
+            return model, None
+        resumed = load_state(self.out / STATE_DIR)
+        if resumed is None or resumed[1].get("counters", {}).get("steps") != info["counters"]["steps"]:
+            return model, None  # agree_resume then stops every rank, naming the shared storage
+        model.load_state_dict({k[6:]: v for k, v in resumed[0].items() if k.startswith("model.")})
+        return model, resumed
+
+    def open(self) -> None:
+        """Build the model (warm-started), the stream and the status row; then `train_steps`/`checkpoint`."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        ctx = self.dist
+        if ctx.main:
+            try:
+                model, resumed, info = self._start_main()
+            except Exception as e:
+                broadcast_json(ctx, {"error": str(e)})  # the other ranks stop too, and say nothing
+                raise
+            broadcast_json(ctx, info)
+        else:
+            info = broadcast_json(ctx)
+            if "error" in info:
+                raise RunStopped(f"rank 0 could not start: {info['error']}")
+            model, resumed = self._start_other(info)
+        agree_resume(ctx, resumed[1]["counters"]["steps"] if resumed else (0 if not info["resumed"] else -1),
+                     str(self.out / STATE_DIR))
         if self.device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
+        if ctx.active:  # batch norm over the global batch (before the optimizer: CUDA's converter makes modules)
+            model = sync_batch_norm(model, self.device)
         self.model = model
         self.loss_fn = LossComputer(self.app, model, self.data, self.groups, cfg.ignore_band).to(self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)
-        self.counters: dict[str, Any] = {"steps": 0, "images": 0, "seconds": 0.0, "loss": None, "checkpoints": 0,
-                                         "cut_at": cut}
+        self.counters = dict(info["counters"])
         if resumed is not None:
             tensors, meta = resumed
             restore_optimizer(self.opt, tensors, meta)
-            self.counters.update(meta["counters"])
+        self.step_loss = self.loss_fn  # under DDP: the loss of this rank's share, scaled to the global batch's
+        if ctx.active:
+            self.step_loss = DistributedLoss(ctx, model, self.loss_fn, self.device,
+                                             find_unused=self.app.layout != "single")
+        torch.manual_seed(cfg.seed + ctx.rank)  # each rank's own randomness apart (augmentation has its own seeds)
+        random.seed(cfg.seed + ctx.rank)
+        np.random.seed(cfg.seed + ctx.rank)
         self.run_steps = 0  # steps of this process (the warm-up restarts with each run)
-        self.stream = SubmittedStream(self.ws.folder, self.data, cfg.image_size, self.norm["mean"], self.norm["std"],
-                                      target_rules=cfg.target_rules, seen_before=cut,
+        self._since = {"steps": 0, "seconds": 0.0, "arrived": 0}
+        self.loader = PlanLoader(cfg.image_size, self.norm["mean"], self.norm["std"], cfg.seed, ctx).start()
+        trace = os.environ.get(TRACE_ENV)
+        if trace:
+            self._trace = open(f"{trace}.rank{ctx.rank}.jsonl", "a", encoding="utf-8")  # closed by close()
+        if not ctx.main:
+            self.bar = None
+            return
+        self.stream = SubmittedStream(self.data, target_rules=cfg.target_rules, seen_before=self.counters["cut_at"],
                                       recent_share=self.follow.recent_share, recent_window=self.follow.recent_window,
-                                      poll_s=self.follow.poll_s, seed=cfg.seed + self.counters["steps"],
-                                      stop=self._stream_stop)
-        self.loader = BatchPrefetcher(self.stream, cfg.batch_size).start()
+                                      poll_s=self.follow.poll_s)
+        self._rng = np.random.default_rng(cfg.seed + self.counters["steps"])
         config = {"training": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
-                  "follow": asdict(self.follow), "warm_start": self.source}
+                  "follow": asdict(self.follow), "warm_start": self.source, "world_size": ctx.world_size,
+                  "backend": ctx.backend}
         self.run_id = trainer_status.start_run(self.ws, str(self.out), json.loads(json.dumps(config, default=str)))
         self._last_beat = 0.0
-        self._since = {"steps": 0, "seconds": 0.0, "arrived": 0}
         self._quiet = 0  # checkpoints in a row not registered with no new image
         self._arrived_at_checkpoint = 0
         # on a terminal the bar redraws often; into a log file (the window's trainer) a line every 30 s is enough
         self.bar = tqdm(total=None, disable=not cfg.progress, desc="follow", unit="step", dynamic_ncols=True,
                         initial=self.counters["steps"], mininterval=0.1 if sys.stderr.isatty() else 30.0)
-        self._say(f"follow trainer: run {self.run_id}, warm start from {self.source}, checkpoints to {self.out}")
-        self._beat("training", force=True)
+        ranks = f" on {ctx.describe()}, global batch {cfg.batch_size}" if ctx.active else ""
+        self._say(f"follow trainer: run {self.run_id}{ranks}, warm start from {self.source}, checkpoints to {self.out}")
+        self._beat("training", force=True, **({"message": f"training on {ctx.describe()}"} if ctx.active else {}))
 
     def _say(self, text: str) -> None:
-        if self.cfg.progress:
+        if self.cfg.progress and self.dist.main:
             tqdm.write(text)
 
     # --- status -------------------------------------------------------------------------------------------
@@ -327,6 +418,8 @@ class FollowTrainer:
         if trainer_status.stop_requested(self.ws, self.run_id) and not self.stop.is_set():
             self.stopped_by = "a stop asked from the window"
             self.stop.set()
+        if self._in_checkpoint and self.dist.active:  # the other ranks wait for the checkpoint: still here
+            broadcast_json(self.dist, {"action": "evaluating"})
 
     # --- training -------------------------------------------------------------------------------------------
     def _lr(self) -> float:
@@ -343,54 +436,123 @@ class FollowTrainer:
 
     def train_steps(self, n: int | None = None) -> int:
         """Train until `n` steps are done (or, without `n`, until a checkpoint is due), the budget is spent or a
-        stop is asked; returns the steps done. Waits (status `waiting`) while there is nothing to train on."""
+        stop is asked; returns the steps done. Waits (status `waiting`) while there is nothing to train on.
+        On several ranks every rank calls it and they leave it together (`_pending` says why)."""
         done = 0
-        waiting = False
-        while not self.stop.is_set() and self.budget_left():
-            if n is not None and done >= n:
-                break
-            if n is None and self.checkpoint_due():
-                break
-            if n is None and self._idle():
-                if not waiting:
-                    self._say("no new image since the last checkpoints and none of them was better: waiting for "
-                              "new submissions")
-                waiting = True
-                self._beat("waiting", message="waiting for new submitted images")
-                self.stop.wait(0.5)
+        waiting: str | None = None
+        while True:
+            msg = self._agree(until_checkpoint=n is None, left=None if n is None else n - done)
+            action = msg["action"]
+            if action == "wait":
+                if self.dist.main:
+                    if waiting != msg["why"]:
+                        self._say("no new image since the last checkpoints and none of them was better: waiting for "
+                                  "new submissions" if msg["why"] == "idle" else
+                                  "waiting for submitted images (none in the train split yet)")
+                    self._beat("waiting", message="waiting for new submitted images" if msg["why"] == "idle" else
+                               "waiting for submitted images (none in the train split yet)")
+                    self.stop.wait(0.5)
+                else:
+                    time.sleep(0.5)  # rank 0 decides when to go on, whatever signal this rank received
+                waiting = msg["why"]
                 continue
-            batch = self.loader.get(timeout=0.5)
-            if batch is None:
-                if self.stream.stats().pool == 0:
-                    waiting = True
-                    self._beat("waiting", message="waiting for submitted images (none in the train split yet)")
-                continue
-            if waiting:
-                waiting = False
+            if action != "step":
+                self._pending = action
+                return done
+            if waiting and self.dist.main:
                 self._beat("training", force=True, message="training")
-            x, targets = batch
-            for group in self.opt.param_groups:
-                group["lr"] = self._lr()
-            self.model.train()
-            t0 = time.perf_counter()
-            value = train_step(self.model, self.opt, self.scaler, self.loss_fn, self.phase, x, targets, self.device,
-                               self.amp, self.counters["steps"])
-            dt = time.perf_counter() - t0
-            c = self.counters
-            c["steps"] += 1
-            c["images"] += len(targets)
-            c["seconds"] += dt
-            c["loss"] = value if c["loss"] is None else 0.9 * c["loss"] + 0.1 * value
-            self.run_steps += 1
-            self._since["steps"] += 1
-            self._since["seconds"] += dt
+            waiting = None
+            self._step(self._queued.popleft(), self.loader.next())
             done += 1
-            st = self.stream.stats()
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{c['loss']:.3f}", img_s=f"{len(targets) / dt:.1f}", pool=st.pool,
-                                 new=st.arrived, unseen=st.unseen, refresh=False)
-            self._beat("training")
-        return done
+
+    def _agree(self, until_checkpoint: bool, left: int | None) -> dict[str, Any]:
+        """One step boundary: every rank reports, rank 0 decides, every rank receives the decision (and queues the
+        new plans on its loader). One process: the same without the messages."""
+        reported = self.loader.take_failures(MAX_REPORTED_FAILURES)  # any more at the next boundaries
+        rows = gather_ints(self.dist, [1 if self.stop.is_set() else 0, len(reported), *(i for i, _ in reported)],
+                           2 + MAX_REPORTED_FAILURES)
+        msg = None
+        if self.dist.main:
+            why = dict(reported)
+            for rank, row in enumerate(rows):
+                if row[0] > 0 and not self.stop.is_set():
+                    self.stopped_by = self.stopped_by or f"a stop signal to rank {rank}"
+                    self.stop.set()
+                for image_id in row[2:2 + row[1]]:
+                    self.stream.leave_out(image_id, why.get(image_id) if rank == 0 else f"unreadable on rank {rank}")
+            msg = self._next_action(until_checkpoint, left)
+        msg = broadcast_json(self.dist, msg)
+        for plan in msg.get("plans", ()):
+            self._queued.append(plan)
+            self.loader.submit(plan)
+        return msg
+
+    def _next_action(self, until_checkpoint: bool, left: int | None) -> dict[str, Any]:
+        """Rank 0: what every rank does next (stop, checkpoint, pause, wait or step, with the plans drawn ahead)."""
+        self.stream.maybe_refresh(self.ws)
+        self._beat()  # also reads a stop asked from the window
+        f = self.follow
+        if self.stop.is_set():
+            return {"action": "stop"}
+        if f.max_checkpoints is not None and len(self.outcomes) >= f.max_checkpoints:
+            self.stopped_by = self.stopped_by or f"{len(self.outcomes)} checkpoints done"
+            return {"action": "stop"}
+        if not self.budget_left():  # a last checkpoint of what was trained since the one before
+            return {"action": "checkpoint" if until_checkpoint and self._since["steps"] > 0 else "stop"}
+        if left is not None and left <= 0:
+            return {"action": "pause"}
+        if until_checkpoint and self.checkpoint_due():
+            return {"action": "checkpoint"}
+        if until_checkpoint and self._idle():
+            return {"action": "wait", "why": "idle"}
+        plans = []
+        while len(self._queued) + len(plans) < PLANS_AHEAD:
+            step = self.counters["steps"] + len(self._queued) + len(plans) + 1
+            plan = self.stream.plan(self._rng, step, self.cfg.batch_size,
+                                    spares=self.dist.world_size if self.dist.active else 0)
+            if plan is None:
+                break
+            plans.append(plan)
+        if not self._queued and not plans:
+            return {"action": "wait", "why": "empty"}
+        return {"action": "step", "plans": plans}
+
+    def _step(self, plan: dict[str, Any], batch: LoadedBatch) -> None:
+        """One optimizer step on this rank's share of `plan` (every rank at once under DDP)."""
+        if batch.step != plan["step"]:
+            raise TrainError(f"the loader handed out step {batch.step} for step {plan['step']}")
+        for group in self.opt.param_groups:
+            group["lr"] = self._lr()
+        self.model.train()
+        t0 = time.perf_counter()
+        value = train_step(self.model, self.opt, self.scaler, self.step_loss, self.phase, batch.x, batch.targets,
+                           self.device, self.amp, self.counters["steps"])
+        if self.dist.active:
+            value = self.step_loss.global_loss  # the loss of the global batch, the same on every rank
+        dt = time.perf_counter() - t0
+        c = self.counters
+        images = len(plan["items"])
+        c["steps"] += 1
+        c["images"] += images
+        c["seconds"] += dt
+        c["loss"] = value if c["loss"] is None else 0.9 * c["loss"] + 0.1 * value
+        self.run_steps += 1
+        self._since["steps"] += 1
+        self._since["seconds"] += dt
+        if self._trace is not None:
+            row = {"step": c["steps"], "rank": self.dist.rank, "world_size": self.dist.world_size,
+                   "ids": [t["image_id"] for t in batch.targets], "loss": value}
+            if self.dist.main:
+                row["plan"] = batch.plan_ids
+            self._trace.write(json.dumps(row) + "\n")
+            self._trace.flush()
+        if not self.dist.main:
+            return
+        st = self.stream.stats()
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{c['loss']:.3f}", img_s=f"{images / dt:.1f}", pool=st.pool,
+                             new=st.arrived, unseen=st.unseen, refresh=False)
+        self._beat("training")
 
     def _idle(self) -> bool:
         p = self.follow.patience
@@ -402,7 +564,9 @@ class FollowTrainer:
             return s["steps"] >= f.every_steps
         if f.every_images is not None:
             st = self.stream.stats()
-            return st.arrived - s["arrived"] >= f.every_images and st.unseen == 0 and s["steps"] > 0
+            drawn_not_trained = any(plan.get("fresh") for plan in self._queued)  # new images in a batch still ahead
+            return (st.arrived - s["arrived"] >= f.every_images and st.unseen == 0 and not drawn_not_trained
+                    and s["steps"] > 0)
         return s["seconds"] >= (f.every_minutes or DEFAULT_EVERY_MINUTES) * 60
 
     # --- checkpoint, evaluation, gate ----------------------------------------------------------------------
@@ -413,7 +577,8 @@ class FollowTrainer:
         train_metrics = {"steps": c["steps"], "images_seen": c["images"], "seconds": round(c["seconds"], 1),
                          "final_loss": c["loss"], "images_per_s": round(c["images"] / max(c["seconds"], 1e-9), 2),
                          "device": self.device.type, "amp": self.amp, "torch_threads": torch.get_num_threads(),
-                         "follow": True, "warm_start": self.source, "checkpoint": c["checkpoints"]}
+                         "follow": True, "warm_start": self.source, "checkpoint": c["checkpoints"],
+                         "world_size": self.dist.world_size, "backend": self.dist.backend}
         return {"model": self.cfg.model, "image_size": self.cfg.image_size, "layout": self.app.layout,
                 "groups": self.group_dicts, "super_taxonomy": self.data.sup.to_dict(), "approach": self.cfg.approach,
                 "normalisation": self.norm, "data": snapshot,
@@ -462,9 +627,24 @@ class FollowTrainer:
         self._predict(inc["predictor"], ids, inc["dets"])
         return inc, None
 
-    def checkpoint(self) -> CheckpointOutcome:
+    def checkpoint(self) -> CheckpointOutcome | None:
         """Write the checkpoint to DIR, evaluate it and the current model on the frozen set, and register it
-        when it is better (see the module docstring). Returns what happened."""
+        when it is better (see the module docstring). Returns what happened (on rank 0; the other ranks wait for
+        it and return None)."""
+        if not self.dist.main:
+            while broadcast_json(self.dist)["action"] != "checkpointed":
+                pass  # rank 0 is still evaluating: its keep-alive bounds the wait, not the evaluation's length
+            return None
+        self._in_checkpoint = True
+        try:
+            outcome = self._checkpoint()
+        finally:
+            self._in_checkpoint = False
+        broadcast_json(self.dist, {"action": "checkpointed", "version": outcome.version,
+                                   "model_id": outcome.model_id})
+        return outcome
+
+    def _checkpoint(self) -> CheckpointOutcome:
         from inference.predictor import Predictor
 
         self._beat("evaluating", force=True, message="checkpoint: evaluating")
@@ -600,9 +780,13 @@ class FollowTrainer:
 
     # --- the whole run --------------------------------------------------------------------------------------
     def close(self, state: str = "stopped", message: str | None = None) -> None:
-        """Stop the loader, save the state for a resume, and say so in the status row."""
-        self._stream_stop.set()
+        """Stop the loader, save the state for a resume, and say so in the status row (rank 0)."""
         self.loader.close()
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+        if not self.dist.main:
+            return
         if state != "failed":
             self._save_state()
         self.bar.close()
@@ -619,24 +803,33 @@ class FollowTrainer:
         """Open, then train and checkpoint until stopped (or the budget or `max_checkpoints` is spent)."""
         self.open()
         try:
-            while not self.stop.is_set() and self.budget_left():
+            while True:
                 self.train_steps()
-                if self.stop.is_set():
+                if self._pending != "checkpoint":
                     break
-                if self.checkpoint_due() or not self.budget_left():
-                    self.checkpoint()
-                    if self.follow.max_checkpoints is not None and len(self.outcomes) >= self.follow.max_checkpoints:
-                        self.stopped_by = self.stopped_by or f"{len(self.outcomes)} checkpoints done"
-                        break
+                self.checkpoint()
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 self.stopped_by = "Ctrl-C"
                 self.close("stopped")
-            else:
+                raise
+            if self.dist.active and isinstance(e, RuntimeError) and not isinstance(e, LabelerError) \
+                    and is_peer_failure(e):
+                # another rank went away: no optimizer stepped in the step it broke, so the state is the last
+                # finished step's; rank 0 saves it and the same command resumes from there
+                steps = self.counters["steps"]
+                text = (f"another rank stopped during step {steps + 1} ({describe_failure(e)}); state of step {steps} "
+                        f"saved to {self.out / STATE_DIR}; run the same command to resume")
+                self.stopped_by = self.stopped_by or "another rank went away"
                 try:
-                    self.close("failed", f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                    self.close("stopped", f"stopped: {text}")
                 except Exception:
                     pass
+                raise RunStopped(text) from None
+            try:
+                self.close("failed", f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            except Exception:
+                pass
             raise
         if not self.stopped_by:
             self.stopped_by = "its budget is spent"

@@ -1,9 +1,9 @@
 """The follow trainer's data: the workspace's submitted images as an endless stream that sees new ones.
 
-`SubmittedStream` is a torch `IterableDataset`. It reads the submitted images of the train split through
-its own workspace connection, and every `poll_s` seconds asks the workspace which images were submitted,
-re-submitted or edited since (`projects.trainer_status.submitted_revisions`, one indexed query): those are
-read again, images no longer submitted leave the pool. The trainer is never restarted to see new data.
+`SubmittedStream` is the pool. It reads the submitted images of the train split, and every `poll_s` seconds
+asks the workspace which images were submitted, re-submitted or edited since
+(`projects.trainer_status.submitted_revisions`, one indexed query): those are read again, images no longer
+submitted leave the pool. The trainer is never restarted to see new data.
 
 What each item is drawn from:
 
@@ -15,9 +15,13 @@ What each item is drawn from:
 
 Images submitted before the warm-start model's data were cut (`seen_before`) count as already trained on.
 
-`BatchPrefetcher` reads and augments the next batches in a background thread (asynchronous loading: the
-training step never waits on JPEG decoding when the CPU has room). Neither holds a write lock: the stream
-only reads, so the window and the trainer never wait on each other here.
+**Plans.** Only the trainer's rank 0 reads the pool: it draws each step's global batch as a *plan* (the step
+number and every image's boxes, weights and path, as JSON) and sends it to the other ranks. `PlanLoader`
+(on every rank, one process included) reads and augments its own share of each plan in a background thread
+(asynchronous loading: the training step does not wait on JPEG decoding when the CPU has room): the images
+at positions rank, rank + N, … of the plan, each augmented from a seed of (run seed, step, position), so a
+step trains on the same images with the same augmentation whatever the number of ranks. Nothing here holds
+a write lock: the stream only reads, so the window and the trainer never wait on each other here.
 """
 
 from __future__ import annotations
@@ -27,20 +31,21 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
 
 from inference.dataset import DetectionDataset, Sample, TrainingData, collate, make_sample
+from inference.distributed import DistContext, DistributedError, item_seed
 from projects.trainer_status import submitted_revisions
 from projects.workspace import Workspace
 
 log = logging.getLogger(__name__)
+_GLOBAL_RNG = threading.Lock()  # the loaders of one process take turns with torch's global generator
 
 
 @dataclass(frozen=True)
@@ -53,16 +58,14 @@ class StreamStats:
     refreshes: int
 
 
-class SubmittedStream(IterableDataset):
-    def __init__(self, folder: str | Path, data: TrainingData, image_size: int, mean: Sequence[float],
-                 std: Sequence[float], *, split: str = "train", target_rules: dict[str, Any] | None = None,
+class SubmittedStream:
+    """The pool of submitted training images (rank 0's alone); see the module docstring."""
+
+    def __init__(self, data: TrainingData, *, split: str = "train", target_rules: dict[str, Any] | None = None,
                  seen_before: str | None = None, recent_share: float = 0.5, recent_window: int = 64,
-                 poll_s: float = 10.0, seed: int = 0, augment: bool = True,
-                 stop: threading.Event | None = None):
-        super().__init__()
+                 poll_s: float = 10.0):
         if not 0.0 <= recent_share <= 1.0:
             raise ValueError(f"recent_share must lie in 0..1, got {recent_share}")
-        self.folder = Path(folder)
         self.data = data  # projects (fixed for the run), their labeled nodes and rules, the super-taxonomy
         self.split = split
         self.target_rules = target_rules
@@ -70,9 +73,6 @@ class SubmittedStream(IterableDataset):
         self.recent_share = float(recent_share)
         self.recent_window = max(1, int(recent_window))
         self.poll_s = float(poll_s)
-        self.seed = seed
-        self.stop = stop or threading.Event()
-        self._items = DetectionDataset([], image_size, mean, std, train=augment)
         self._lock = threading.Lock()
         self.samples: dict[int, Sample] = {}
         self._revisions: dict[int, str] = {}
@@ -84,6 +84,7 @@ class SubmittedStream(IterableDataset):
         self._arrived = 0
         self._refreshes = 0
         self._poke = threading.Event()
+        self._last_refresh = -float("inf")
         self.ignored_projects: set[str] = set()
 
     # --- the pool ----------------------------------------------------------------------------------
@@ -170,71 +171,154 @@ class SubmittedStream(IterableDataset):
             self.trained_on[image_id] = self.trained_on.get(image_id, 0) + 1
             return self.samples[image_id]
 
-    # --- the iterable --------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
-        info = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng(self.seed + (info.id if info else 0))
-        ws = Workspace.open(self.folder)
-        try:
-            last = -float("inf")
-            while not self.stop.is_set():
-                if self._poke.is_set() or time.monotonic() - last >= self.poll_s:
-                    self._poke.clear()
-                    self.refresh(ws)
-                    last = time.monotonic()
-                sample = self.pick(rng)
-                if sample is None:  # nothing submitted yet: wait for the annotators
-                    self.stop.wait(min(self.poll_s, 1.0))
-                    continue
-                try:
-                    yield self._items.item(sample)
-                except Exception as e:  # an unreadable file: leave it out until it changes, go on
-                    log.warning("follow stream: %s left out (%s)", sample.path, e)
-                    with self._lock:
-                        self._drop(sample.image_id)
-                        self._skipped[sample.image_id] = str(e)
-        finally:
-            ws.close()
+    def maybe_refresh(self, ws: Workspace) -> bool:
+        """Read the workspace when `poll_s` has passed since the last read (or `poke` asked); True if it did."""
+        if not self._poke.is_set() and time.monotonic() - self._last_refresh < self.poll_s:
+            return False
+        self._poke.clear()
+        self.refresh(ws)
+        self._last_refresh = time.monotonic()
+        return True
+
+    def leave_out(self, image_id: int, why: str) -> None:
+        """An image that could not be read: out of the pool until it changes (a new revision is read again)."""
+        with self._lock:
+            if image_id in self.samples:
+                log.warning("follow stream: image %s left out (%s)", image_id, why)
+            self._drop(image_id)
+            self._skipped[image_id] = why
+
+    def plan(self, rng: np.random.Generator, step: int, size: int, spares: int = 0) -> dict[str, Any] | None:
+        """The global batch of `step`: `size` picks (see the module docstring) and `spares` replayed images a rank
+        loads only when none of its share can be read; None while the pool is empty."""
+        with self._lock:
+            unseen_before = set(self._unseen)
+        picks = [self.pick(rng) for _ in range(size)]
+        if any(p is None for p in picks):
+            return None
+        spare_rng = np.random.default_rng([int(step), spares])  # not from `rng`: a plan's picks never depend on N
+        with self._lock:
+            spare = [self.samples[self._order[int(spare_rng.integers(len(self._order)))]] for _ in range(spares)]
+        fresh = sorted({p.image_id for p in picks} & unseen_before)
+        return {"step": int(step), "items": [sample_to_dict(p) for p in picks],
+                "spares": [sample_to_dict(p) for p in spare], "fresh": fresh}
 
 
-class BatchPrefetcher:
-    """Collated batches of an iterable dataset, prepared `depth` ahead in a background thread."""
+def sample_to_dict(s: Sample) -> dict[str, Any]:
+    """A sample as JSON-ready values (float32 boxes and weights survive the round trip exactly)."""
+    return {"id": s.image_id, "path": str(s.path), "width": s.width, "height": s.height, "project": s.project,
+            "split": s.split, "sha256": s.sha256, "boxes": s.boxes.tolist(), "nodes": list(s.nodes),
+            "weights": s.box_weights.tolist()}
 
-    def __init__(self, dataset: SubmittedStream, batch_size: int, depth: int = 2):
-        self.dataset, self.batch_size = dataset, int(batch_size)
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+
+def sample_from_dict(d: dict[str, Any]) -> Sample:
+    return Sample(int(d["id"]), Path(d["path"]), int(d["width"]), int(d["height"]), d["project"], d["split"],
+                  d["sha256"], np.asarray(d["boxes"], np.float32).reshape(-1, 4), tuple(d["nodes"]),
+                  np.asarray(d["weights"], np.float32))
+
+
+class UnreadableShare(DistributedError):
+    """None of a rank's images of one step (its spare included) could be read."""
+
+
+@dataclass
+class LoadedBatch:
+    step: int
+    x: torch.Tensor | None  # None: nothing of this rank's share could be read (see `error`)
+    targets: list[dict[str, Any]]
+    plan_ids: list[int]  # the whole global batch, in plan order
+    error: str | None = None
+
+
+class PlanLoader:
+    """This rank's share of each plan, read and augmented in a background thread, handed out in plan order.
+
+    Images that cannot be read are left out of the batch (the loss is normalised over what every rank
+    actually has) and listed in `failures` for rank 0 to take out of the pool; a share with nothing readable
+    takes the rank's spare image instead."""
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], seed: int, ctx: DistContext,
+                 augment: bool = True):
+        self._items = DetectionDataset([], image_size, mean, std, train=augment)
+        self.seed, self.ctx = int(seed), ctx
+        self._plans: queue.Queue = queue.Queue()
+        self._ready: queue.Queue = queue.Queue()
+        self._failures: list[tuple[int, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="labeler-follow-loader", daemon=True)
         self.error: BaseException | None = None
 
-    def start(self) -> BatchPrefetcher:
+    def start(self) -> PlanLoader:
         self._thread.start()
         return self
 
+    def submit(self, plan: dict[str, Any]) -> None:
+        self._plans.put(plan)
+
+    def take_failures(self, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` images this rank could not read and has not reported yet: (image id, why)."""
+        with self._lock:
+            out, self._failures = self._failures[:limit], self._failures[limit:]
+        return out
+
+    def _load(self, d: dict[str, Any], step: int, position: int):
+        # torchvision's transforms draw from torch's global generator: seeded per image, one image at a time
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, step, position))
+            return self._items.item(sample_from_dict(d))
+
+    def _batch(self, plan: dict[str, Any]) -> LoadedBatch:
+        step, items = int(plan["step"]), plan["items"]
+        loaded, problem = [], None
+        for position in range(self.ctx.rank, len(items), self.ctx.world_size):
+            try:
+                loaded.append(self._load(items[position], step, position))
+            except Exception as e:  # an unreadable file: left out here, and out of the pool by rank 0
+                problem = f"{items[position]['path']}: {e}"
+                with self._lock:
+                    self._failures.append((int(items[position]["id"]), problem))
+        spares = plan.get("spares") or []
+        if not loaded and self.ctx.rank < len(spares):
+            try:
+                loaded.append(self._load(spares[self.ctx.rank], step, len(items) + self.ctx.rank))
+            except Exception as e:
+                problem = f"{spares[self.ctx.rank]['path']}: {e}"
+        ids = [int(d["id"]) for d in items]
+        if not loaded:
+            return LoadedBatch(step, None, [], ids, problem or "an empty share")
+        x, targets = collate(loaded)
+        return LoadedBatch(step, x, targets, ids)
+
     def _run(self) -> None:
         try:
-            items = []
-            for item in self.dataset:
-                items.append(item)
-                if len(items) == self.batch_size:
-                    batch, items = collate(items), []
-                    while not self.dataset.stop.is_set():
-                        try:
-                            self._queue.put(batch, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
+            while not self._stop.is_set():
+                try:
+                    plan = self._plans.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                self._ready.put(self._batch(plan))
         except BaseException as e:  # handed to the trainer, which reports it
             self.error = e
 
-    def get(self, timeout: float = 0.5):
-        """The next batch, or None when none is ready within `timeout` (the caller checks for a stop)."""
-        if self.error is not None:
-            raise self.error
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    def next(self) -> LoadedBatch:
+        """The batch of the oldest submitted plan (waits for it)."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                batch = self._ready.get(timeout=0.5)
+            except queue.Empty:
+                if not self._thread.is_alive() and self.error is None:
+                    raise RuntimeError("the follow loader thread ended") from None
+                continue
+            if batch.x is None:
+                raise UnreadableShare(f"rank {self.ctx.rank} could not read any image of its share of step "
+                                      f"{batch.step} ({batch.error}): every rank must see the image files at the "
+                                      "same paths")
+            return batch
 
     def close(self, timeout: float = 10.0) -> None:
-        self.dataset.stop.set()
-        self._thread.join(timeout)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -143,9 +143,11 @@ def test_a_bad_torchrun_environment_is_one_line(monkeypatch):
         launched()
 
 
-def test_follow_refuses_nproc_before_launching_anything(train_ws, tmp_path, capsys):
-    assert main(["train", str(train_ws), "--out", str(tmp_path / "f"), "--follow", "--nproc", "2"]) == 2
-    assert "--follow runs as one process" in capsys.readouterr().err
+def test_follow_options_are_checked_before_launching_anything(train_ws, tmp_path, capsys):
+    argv = ["train", str(train_ws), "--out", str(tmp_path / "f"), "--follow", "--nproc", "2", "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("give no --epochs") == 1 and "rank" not in err  # one line, from the launcher
 
 
 # --- exactness, in float64 --------------------------------------------------------------------------------

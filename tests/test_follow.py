@@ -22,10 +22,11 @@ import torch
 
 from inference import follow as follow_mod
 from inference.checkpoint import load_checkpoint, read_meta
+from inference.distributed import DistContext
 from inference.evaluate import EvalResult
 from inference.follow import FollowConfig, FollowTrainer, cohort_split, workspace_data
 from inference.registry import check_registered
-from inference.stream import BatchPrefetcher, SubmittedStream
+from inference.stream import PlanLoader, SubmittedStream
 from inference.train import TrainConfig, TrainError
 from labeler.cli import main
 from projects import trainer_status
@@ -62,7 +63,7 @@ def _submit(ws: Workspace, project: str, image_id: int, box=(10, 10, 60, 80)) ->
 def _stream(folder: Path, **kw) -> SubmittedStream:
     with Workspace.open(folder) as ws:
         data = workspace_data(ws, None)
-    return SubmittedStream(folder, data, 128, [127.5] * 3, [127.5] * 3, augment=False, **kw)
+    return SubmittedStream(data, **kw)
 
 
 # --- the stream ------------------------------------------------------------------------------------------------
@@ -129,32 +130,50 @@ def test_images_submitted_before_the_warm_start_cut_count_as_trained_on(demo_cop
     assert stream.stats().unseen == sum(t > cut for t in times) > 0
 
 
-def test_the_prefetcher_loads_batches_in_the_background_and_sees_new_images(demo_copy):
+def test_the_loader_reads_planned_batches_in_the_background_and_the_plans_see_new_images(demo_copy):
     stream = _stream(demo_copy, recent_share=1.0, poll_s=3600)
-    loader = BatchPrefetcher(stream, 2).start()
+    loader = PlanLoader(128, [127.5] * 3, [127.5] * 3, seed=0, ctx=DistContext()).start()
+    rng = np.random.default_rng(0)
     try:
-        x, targets = _get(loader)
-        assert x.shape == (2, 3, 128, 128) and len(targets) == 2
         with Workspace.open(demo_copy) as ws:
+            assert stream.maybe_refresh(ws) and not stream.maybe_refresh(ws)  # then only every poll_s
+            loader.submit(stream.plan(rng, 1, 2))
+            batch = loader.next()
+            assert batch.step == 1 and batch.x.shape == (2, 3, 128, 128) and len(batch.targets) == 2
             project, new_id = _unsubmitted(ws, "train")
             _submit(ws, project, new_id)
-        stream.poke()  # read the workspace now instead of after poll_s
-        seen = set()
-        for _ in range(8):
-            seen |= {t["image_id"] for t in _get(loader)[1]}
-        assert new_id in seen
+            stream.poke()  # read the workspace now instead of after poll_s
+            assert stream.maybe_refresh(ws)
+        plans = [stream.plan(rng, step, 2) for step in (2, 3, 4)]
+        assert new_id in {d["id"] for plan in plans for d in plan["items"]}
+        assert new_id in plans[0]["fresh"]  # a new image is trained on first
+        for plan in plans:
+            loader.submit(plan)
+        assert [loader.next().step for _ in plans] == [2, 3, 4]  # in plan order
     finally:
         loader.close()
     assert not loader._thread.is_alive()
 
 
-def _get(loader: BatchPrefetcher, timeout: float = 60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        batch = loader.get(0.5)
-        if batch is not None:
-            return batch
-    raise AssertionError("no batch")
+def test_a_plan_is_the_same_batch_with_the_same_augmentation_whatever_the_number_of_ranks(demo_copy):
+    stream = _stream(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        stream.refresh(ws)
+    plan = stream.plan(np.random.default_rng(3), 7, 4, spares=2)
+    loaders = [PlanLoader(128, [127.5] * 3, [127.5] * 3, seed=5, ctx=DistContext(rank=r, world_size=n)).start()
+               for n in (1, 2) for r in range(n)]
+    try:
+        for loader in loaders:
+            loader.submit(json.loads(json.dumps(plan)))  # what the other ranks receive
+        one, *two = [loader.next() for loader in loaders]
+    finally:
+        for loader in loaders:
+            loader.close()
+    ids = [d["id"] for d in plan["items"]]
+    assert [t["image_id"] for t in one.targets] == ids
+    assert [[t["image_id"] for t in b.targets] for b in two] == [ids[0::2], ids[1::2]]  # disjoint shares
+    together = torch.cat([two[0].x[:1], two[1].x[:1], two[0].x[1:], two[1].x[1:]])
+    assert torch.equal(together, one.x)  # each image augmented the same way on whichever rank loads it
 
 
 def test_cohorts_split_the_evaluation_set_oldest_first():

@@ -69,15 +69,22 @@ def _models() -> list[str]:
                                                     "trainer button uses 10)"),
            arg("--nproc", type=int, metavar="N",
                help="train on N processes of this machine with DistributedDataParallel (launches torchrun; one per "
-                    "GPU, or CPU processes with gloo); --batch-size stays the global batch. Several machines: "
-                    "start `torchrun ... -m labeler train ...` on each (docs/distributed.md)"),
+                    "GPU, or CPU processes with gloo); --batch-size stays the global batch; --follow too. Several "
+                    "machines: start `torchrun ... -m labeler train ...` on each (docs/distributed.md)"),
            arg("--save-every", type=float, default=120.0, metavar="SECONDS",
                help="save the training state this often (default 120); a stopped run resumes from the last one"))
 def train_cmd(args) -> int:
     import torch
 
     from inference.checkpoint import CheckpointError
-    from inference.distributed import DistributedError, RunStopped, launch_local, launched, strip_option
+    from inference.distributed import (
+        DistributedError,
+        LauncherStopped,
+        RunStopped,
+        launch_local,
+        launched,
+        strip_option,
+    )
     from inference.models import ModelError
     from inference.train import TrainConfig, TrainError, train
 
@@ -86,10 +93,15 @@ def train_cmd(args) -> int:
             os.nice(args.nice)
         except (OSError, AttributeError):
             pass
-    if args.follow and (args.nproc is not None or launched().active):
-        raise CommandError("--follow runs as one process for now: give no --nproc and start it without torchrun")
+    if args.follow:
+        _follow_configs(args)  # a bad option is one line here, not one per rank
     if args.nproc is not None:
-        launch_local(args.nproc, strip_option(args._argv, "--nproc"))
+        try:
+            launch_local(args.nproc, strip_option(args._argv, "--nproc"))
+        except LauncherStopped:
+            if args.follow:  # stopping is how a follow trainer ends: rank 0 said where, and the same command resumes
+                return 0
+            raise
         return 0
     if args.follow:
         return _follow(args)
@@ -142,11 +154,9 @@ def _check_common(args) -> None:
         raise CommandError(f"unknown model {args.model!r} (one of {', '.join(_models())})")
 
 
-def _follow(args) -> int:
-    """`labeler train WS --out DIR --follow`: train until stopped (inference/follow.py)."""
-    import torch
-
-    from inference.follow import FollowConfig, FollowTrainer
+def _follow_configs(args):
+    """The follow trainer's TrainConfig and FollowConfig from the options, checked."""
+    from inference.follow import FollowConfig
     from inference.train import TrainConfig
 
     if args.epochs is not None:
@@ -155,8 +165,6 @@ def _follow(args) -> int:
         raise CommandError("--follow evaluates every checkpoint and registers the better ones: "
                            "--no-eval and --no-register do not apply")
     _check_common(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     projects = [p.strip() for p in args.projects.split(",")] if args.projects else None
     cfg = TrainConfig(approach=args.approach, model=args.model, image_size=args.image_size, minutes=args.minutes,
                       steps=args.steps, projects=projects, batch_size=args.batch_size, lr=args.lr,
@@ -166,7 +174,24 @@ def _follow(args) -> int:
     fcfg = FollowConfig(every_minutes=args.every_minutes, every_images=args.every_images,
                         every_steps=args.every_steps, recent_share=args.new_share, metric=args.gate_metric,
                         min_delta=args.min_delta, poll_s=args.poll_seconds, patience=args.patience,
-                        max_checkpoints=args.max_checkpoints)
+                        max_checkpoints=args.max_checkpoints).check()
+    return cfg, fcfg
+
+
+def _follow(args) -> int:
+    """`labeler train WS --out DIR --follow`: train until stopped (inference/follow.py); every rank under torchrun."""
+    import torch
+
+    from inference.checkpoint import CheckpointError
+    from inference.distributed import DistributedError, RunStopped, launched, teardown
+    from inference.follow import FollowTrainer
+    from inference.models import ModelError
+    from inference.train import TrainError
+
+    cfg, fcfg = _follow_configs(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank = launched().rank
     stop = threading.Event()
     how: list[str] = []
     held: list = []  # the trainer, once built (the handler names the signal in its status row)
@@ -177,7 +202,8 @@ def _follow(args) -> int:
         how.append(signal.Signals(signum).name)
         if held:
             held[0].stopped_by = held[0].stopped_by or how[0]
-        print(f"\n{how[-1]}: stopping after the current step (its state is kept for a resume)…", flush=True)
+        if rank == 0:  # every rank gets torchrun's signal; rank 0 speaks for the run
+            print(f"\n{how[-1]}: stopping after the current step (its state is kept for a resume)…", flush=True)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -187,9 +213,16 @@ def _follow(args) -> int:
             if how:
                 held[0].stopped_by = how[0]
             result = held[0].run()
+    except (TrainError, DistributedError, ModelError, CheckpointError) as e:
+        if rank != 0 and isinstance(e, RunStopped):
+            return 2  # rank 0 says where the run stopped and where its state is
+        raise CommandError(str(e) if rank == 0 else f"rank {rank}: {e}") from e
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        teardown()
+    if rank != 0:  # rank 0 reports the run
+        return 0
     print(f"follow trainer stopped ({result.stopped_by}): {result.steps} steps, {result.images_seen} images, "
           f"{len(result.checkpoints)} checkpoints, {len(result.registered)} registered; the same command resumes it")
     for c in result.registered:
