@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from inference.heap import freeze_once
 from projects.errors import LabelerError
 from projects.imaging import read_image
 from projects.values import Detection
@@ -387,6 +388,7 @@ class PredictionService:
             self.predictor, self.model_id, self.model_version = predictor, row["id"], row["version"]
             self._none_announced = False
             self._status(f"model {row['version']} ready")
+            freeze_once()  # later full collections skip the imported code: no GIL-held stall of the window
             return
         if self.model_id is not None:  # the loaded model was removed from the workspace
             self.predictor, self.model_id, self.model_version = None, None, None
