@@ -44,6 +44,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -451,8 +452,16 @@ def _measure_window(app, folder: Path, with_trainer: bool, args) -> dict[str, An
     end = time.monotonic() + args.seconds
     next_edit = time.monotonic()
     rng = np.random.default_rng(0)
+    swap_at = time.monotonic() + args.seconds / 2 if with_trainer and args.swap else None
+    swapper: threading.Thread | None = None
     while time.monotonic() < end:
         app.processEvents()
+        if swap_at is not None and time.monotonic() >= swap_at:
+            # the gate decides whether the trainer registers within the run; so that a hot swap is measured
+            # either way, register a new version from another connection, as the trainer's process does
+            swapper = threading.Thread(target=_register_new_version, args=(folder,), daemon=True)
+            swapper.start()
+            swap_at = None
         if time.monotonic() >= next_edit and session.image is not None:
             wd, ht = session.image["width"], session.image["height"]
             x, y = float(rng.uniform(0, wd - 60)), float(rng.uniform(0, ht - 60))
@@ -469,6 +478,8 @@ def _measure_window(app, folder: Path, with_trainer: bool, args) -> dict[str, An
             next_edit = time.monotonic() + args.edit_every
         time.sleep(0.001)
     probe.stop()
+    if swapper is not None:
+        swapper.join(60)
     run = trainer_status.latest_run(session.ws) if with_trainer else None
     if with_trainer:
         panel.stop()
@@ -488,6 +499,19 @@ def _measure_window(app, folder: Path, with_trainer: bool, args) -> dict[str, An
             "ticks": int(len(g)), "trainer_steps": run["steps"] if run else None,
             "trainer_checkpoints": run["checkpoints"] if run else None,
             "trainer_registered": run["registered"] if run else None}
+
+
+def _register_new_version(folder: Path) -> None:
+    """A copy of the demo model under a new version, registered through its own connection (a hot swap)."""
+    from inference.registry import register_checkpoint
+
+    dst = folder / "models" / "swapped"
+    shutil.copytree(folder / "models" / "demo", dst)
+    meta = json.loads((dst / "model.json").read_text())
+    meta["version"] = f"{meta['version']}-swapped"
+    (dst / "model.json").write_text(json.dumps(meta))
+    with Workspace.open(folder) as ws:
+        register_checkpoint(ws, dst)
 
 
 class _Marks:
@@ -628,6 +652,8 @@ def main() -> None:
     a.add_argument("--images", type=int, default=60)
     a.add_argument("--edit-every", type=float, default=0.5)
     a.add_argument("--every-steps", type=int, default=15)
+    a.add_argument("--swap", action=argparse.BooleanOptionalAction, default=True,
+                   help="half-way through the run with the trainer, register a new model version (a hot swap)")
     t = sub.add_parser("table")
     t.add_argument("--out", required=True)
     args = ap.parse_args()
