@@ -114,11 +114,16 @@ def ws(demo_ws, tmp_path) -> Path:
     return folder
 
 
-def test_two_ranks_follow_a_growing_stream_and_register_one_version_with_its_gate(ws, tmp_path):
+def _checkpoints(ws: Path) -> list[dict]:
+    with Workspace.open(ws) as w:
+        return trainer_status.checkpoints(w)
+
+
+def test_two_ranks_follow_a_growing_stream_register_one_version_and_stop_when_the_window_asks(ws, tmp_path):
     out, trace, marker = tmp_path / "follow", tmp_path / "trace", uuid.uuid4().hex
     # a checkpoint once 2 newly submitted images have been trained on; every checkpoint passes the gate (-1)
-    proc = _start(_cmd(ws, out, "--nproc", "2", "--every-images", "2", "--max-checkpoints", "1", "--min-delta", "-1",
-                       "--steps", "60"), marker, trace)
+    proc = _start(_cmd(ws, out, "--nproc", "2", "--every-images", "2", "--min-delta", "-1", "--steps", "60"),
+                  marker, trace)
     try:
         _wait_for(lambda: len(_trace(trace, 0)) >= 1, proc, "a first step")
         with Workspace.open(ws) as w:  # the stream grows while the ranks train
@@ -128,13 +133,16 @@ def test_two_ranks_follow_a_growing_stream_and_register_one_version_with_its_gat
                 project = next(p for p in w.project_names() if i in w.image_ids(p))
                 w.add_annotation(i, w.labels(project)[0]["id"], (10, 10, 60, 80), author="test")
                 w.set_status(i, "submitted")
-        stdout, stderr = proc.communicate(timeout=300)
+        _wait_for(lambda: _checkpoints(ws), proc, "the checkpoint")
+        with Workspace.open(ws) as w:  # Stop trainer in the window: through the status row
+            trainer_status.request_stop(w, trainer_status.latest_run(w)["id"])
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
     assert stdout.count("on 2 ranks (gloo), global batch 4") == 1  # rank 0 alone speaks
-    assert stdout.count("follow trainer stopped (1 checkpoints done)") == 1
+    assert stdout.count("follow trainer stopped (a stop asked from the window)") == 1
     assert _no_process_left(marker)
 
     steps = _check_shares(trace)
