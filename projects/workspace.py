@@ -28,7 +28,7 @@ from projects.store.models import ModelStore
 from projects.store.pg_schema import PG_MIGRATIONS
 from projects.store.review import ReviewStore
 from projects.store.stats import StatsStore
-from projects.store.target import is_url, redact
+from projects.store.target import is_url, normalize, redact
 from projects.store.taxonomy import TaxonomyStore
 from projects.store.transfer import TransferStore
 from projects.taxonomy import SuperTaxonomy, default_super_taxonomy
@@ -55,6 +55,13 @@ class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewSt
         self.location = location or str(folder)
 
     @property
+    def name(self) -> str:
+        """A short name for titles: the folder's name, or a team workspace's database name."""
+        if self.is_team:
+            return self.location.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "team workspace"
+        return self.folder.name
+
+    @property
     def is_team(self) -> bool:
         """A PostgreSQL workspace: images must lie under the image root, which every annotator reaches."""
         return self.db.dialect == "postgresql"
@@ -71,7 +78,7 @@ class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewSt
         """A new workspace in `folder`, or in the empty PostgreSQL database a `postgresql://` URL names
         (which needs `image_root`: the shared folder its images and models lie under)."""
         if is_url(folder):
-            return cls._create_team(str(folder), super_taxonomy or default_super_taxonomy(), image_root)
+            return cls._create_team(str(normalize(folder)), super_taxonomy or default_super_taxonomy(), image_root)
         if image_root is not None:
             raise WorkspaceError(f"{folder}: an image root is for a PostgreSQL workspace; a folder workspace "
                                  "stores image paths relative to itself")
@@ -133,7 +140,7 @@ class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewSt
     @classmethod
     def open(cls, folder: str | Path) -> Workspace:
         if is_url(folder):
-            return cls._open_team(str(folder))
+            return cls._open_team(str(normalize(folder)))
         path = cls.db_path(folder)
         if not path.is_file():
             raise WorkspaceError(f"{folder}: not a workspace (no {DB_NAME}); create one with `labeler init`")

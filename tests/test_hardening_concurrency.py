@@ -26,13 +26,13 @@ WRITER = textwrap.dedent("""
     import json, sys
     from projects.workspace import Workspace
     ws = Workspace.open(sys.argv[1])
-    who, n = sys.argv[2], int(sys.argv[3])
+    who, n, root = sys.argv[2], int(sys.argv[3]), sys.argv[4]
     pid = ws.project_id("P")
     label = ws.labels("P")[0]["id"]
     done = {"annotations": [], "images": [], "errors": []}
     for i in range(n):
         try:
-            ids = ws.bulk_import(pid, [{"path": f"/data/{who}/{i}.png", "sha256": f"{who}-{i}", "width": 64,
+            ids = ws.bulk_import(pid, [{"path": f"{root}/{who}/{i}.png", "sha256": f"{who}-{i}", "width": 64,
                                         "height": 48, "status": "submitted"}],
                                  {"image": [0], "label_id": label, "x1": [1.0], "y1": [2.0], "x2": [30.0],
                                   "y2": [40.0], "provenance": "imported", "author": who, "model_id": None,
@@ -49,14 +49,21 @@ WRITER = textwrap.dedent("""
 
 def make_workspace(folder) -> None:
     with Workspace.create(folder) as ws:
-        ws.add_project("P", CustomerTaxonomy([Label("Human", "person")]))
-        ws.add_project("Q", CustomerTaxonomy([Label("Car", "car")]))
+        _projects(ws)
 
 
-def test_writer_processes_never_fail_and_lose_nothing(tmp_path):
-    make_workspace(tmp_path / "ws")
+def _projects(ws) -> None:
+    ws.add_project("P", CustomerTaxonomy([Label("Human", "person")]))
+    ws.add_project("Q", CustomerTaxonomy([Label("Car", "car")]))
+
+
+def test_writer_processes_never_fail_and_lose_nothing(store):
+    """On SQLite and on PostgreSQL (tests/conftest.py `store`)."""
+    with store.create() as ws:
+        _projects(ws)
     n, writers = 60, 4
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "ws"), f"w{k}", str(n)],
+    root = "/data" if store.kind == "sqlite" else str(store.image_root.resolve())
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, store.target, f"w{k}", str(n), root],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
              for k in range(writers)]
     results = []
@@ -65,8 +72,9 @@ def test_writer_processes_never_fail_and_lose_nothing(tmp_path):
         assert p.returncode == 0, err[-2000:]
         results.append(json.loads(out))
     assert [r["errors"] for r in results] == [[]] * writers
-    with Workspace.open(tmp_path / "ws") as ws:
-        assert ws.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with store.open() as ws:
+        if not ws.is_team:
+            assert ws.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert ws.db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == n * writers
         rows = {r[0]: r for r in ws.db.execute("SELECT id, x1, x2 FROM annotations WHERE provenance='manual'")}
         for r in results:
@@ -94,6 +102,32 @@ def test_a_lock_that_outlasts_the_wait_is_one_clear_error(tmp_path, monkeypatch,
         holder.close()
     with Workspace.open(tmp_path / "ws") as ws:
         assert ws.project_names() == ["P", "Q"] and [lab["name"] for lab in ws.labels("P")] == ["Human"]
+
+
+def test_a_writer_that_outlasts_the_wait_on_postgres_is_one_clear_error(pg_server, tmp_path, monkeypatch, capsys):
+    """A team workspace: another connection holds the write turn (the advisory lock every write transaction
+    takes first, as SQLite's BEGIN IMMEDIATE): the edit waits, then fails in one line; nothing is written."""
+    import psycopg
+
+    from projects.store.postgres import WRITE_LOCK
+
+    url = pg_server.create_database()
+    with Workspace.create(url, image_root=tmp_path) as ws:
+        _projects(ws)
+    monkeypatch.setenv("LABELER_BUSY_TIMEOUT", "0.2")
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK])
+        with Workspace.open(url) as ws, pytest.raises(WorkspaceError, match="busy"):
+            ws.add_label("P", "Rider", "cyclist")
+        from labeler.cli import main
+
+        code = main(["project", "add", url, "R"])
+        err = capsys.readouterr().err
+        assert code == 2 and "busy" in err and "Traceback" not in err and err.count("\n") == 1
+    with Workspace.open(url) as ws:
+        assert ws.project_names() == ["P", "Q"] and [lab["name"] for lab in ws.labels("P")] == ["Human"]
+        ws.add_label("P", "Rider", "cyclist")  # the turn was given back with the connection
+    pg_server.drop_database(url)
 
 
 def test_two_imports_into_different_projects_at_once(tmp_path):

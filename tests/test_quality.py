@@ -57,7 +57,14 @@ def test_empty_cases_are_undefined_not_invented():
 
 
 @pytest.fixture
-def gold_ws(ws):
+def gold_ws(store):
+    """On SQLite and on PostgreSQL (tests/conftest.py `store`)."""
+    ws = store.create()
+    yield _gold(ws)
+    ws.close()
+
+
+def _gold(ws):
     ws.add_project("B", CustomerTaxonomy.load(resource_path("taxonomies", "B.yaml")))
     labels = {lab["name"]: lab["id"] for lab in ws.labels("B")}
     ids = ws.insert_images(ws.project_id("B"), [ImageInfo(ws.folder / f"{k}.jpg", f"{k}" * 64, 400, 300)
@@ -130,7 +137,7 @@ def run(capsys, *argv):
 
 def test_gold_and_quality_commands(gold_ws, capsys):
     ws, ids, labels = gold_ws
-    folder = ws.folder
+    folder = ws.location  # the folder, or the team workspace's URL
     code, _, err = run(capsys, "gold", "add", folder, "--project", "B", str(ids[1]))
     assert code == 2 and "no annotations" in err
     code, _, err = run(capsys, "gold", "add", folder, "--project", "B", "nope.jpg")
@@ -154,7 +161,7 @@ def test_gold_and_quality_commands(gold_ws, capsys):
 
 def test_lint_command(gold_ws, capsys):
     ws, ids, labels = gold_ws
-    folder = ws.folder
+    folder = ws.location  # the folder, or the team workspace's URL
     model = ws.register_model("m1", "nowhere")
     ws.save_predictions(ids[0], model, [("car", (0, 0, 100, 50), 0.9), ("car", (90, 0, 190, 50), 0.9),
                                         ("truck", (200, 0, 300, 100), 0.9), ("bus", (320, 100, 390, 200), 0.9)])

@@ -56,7 +56,7 @@ def _row(f: dict[str, Any]) -> FindingRow:
                       f["state"], f["annotation_id"], f.get("suggested_label"))
 
 
-def _calibrate(folder: Path, project: str, model_id: int):
+def _calibrate(folder: str | Path, project: str, model_id: int):
     """The calibration job (runs in the worker's thread, with its own connection to the workspace)."""
     from inference.lint import project_calibration
 
@@ -197,7 +197,7 @@ class FindingsController(QObject):
         if key in self.calibrations or key in self._asked:
             return
         self._asked.add(key)
-        self.background.run(lambda: _calibrate(self.session.ws.folder, key[0], model_id),
+        self.background.run(lambda: _calibrate(self.session.ws.location, key[0], model_id),
                             lambda value: self._on_calibrated(key, value))
 
     def _on_calibrated(self, key: tuple[str, int], value: Any) -> None:

@@ -191,7 +191,7 @@ class MainWindow(QMainWindow):
                                                 lab["node"]) for lab in s.labels])
         self.labels_panel.set_current(s.current_label_id)
         self.labels_group.setTitle(f"Labels of project {s.project}")
-        self.setWindowTitle(f"Labeler — {s.ws.folder.name} — project {s.project}")
+        self.setWindowTitle(f"Labeler — {s.ws.name} — project {s.project}")
         self._watch_first_edit()
 
     def _on_queue_changed(self) -> None:

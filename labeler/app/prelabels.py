@@ -95,7 +95,7 @@ class PrelabelController(QObject):
         self.proposals: dict[int, Proposal] = {}  # what the canvas shows now, by proposal id
         self.refined: RefineAnswer | None = None
         self._view = None
-        self.worker = worker or QtPredictionWorker(self.session.ws.folder, parent=self)
+        self.worker = worker or QtPredictionWorker(self.session.ws.location, parent=self)
         self.status = QLabel("model: starting…")
         self.status.setToolTip("The pre-label model and what it is doing")
         window.statusBar().addPermanentWidget(self.status)

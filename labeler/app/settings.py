@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from projects.store.target import as_target, is_url, normalize
+
 ENV = "LABELER_SETTINGS"
 
 
@@ -22,14 +24,19 @@ def settings() -> QSettings:
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "Labeler", "labeler")
 
 
-def last_workspace() -> Path | None:
+def _key(workspace: str | Path) -> str:
+    """A folder resolved; a team workspace's URL as it is (it never holds a password: projects/store/target)."""
+    return str(normalize(workspace)) if is_url(workspace) else str(Path(workspace).resolve())
+
+
+def last_workspace() -> str | Path | None:
     value = settings().value("last_workspace")
-    return Path(str(value)) if value else None
+    return as_target(str(value)) if value else None
 
 
 def last_project(workspace: str | Path) -> str | None:
     s = settings()
-    if str(s.value("last_workspace") or "") != str(Path(workspace).resolve()):
+    if str(s.value("last_workspace") or "") != _key(workspace):
         return None
     value = s.value("last_project")
     return str(value) if value else None
@@ -37,7 +44,7 @@ def last_project(workspace: str | Path) -> str | None:
 
 def remember(workspace: str | Path, project: str | None = None) -> None:
     s = settings()
-    s.setValue("last_workspace", str(Path(workspace).resolve()))
+    s.setValue("last_workspace", _key(workspace))
     if project is not None:
         s.setValue("last_project", project)
     s.sync()

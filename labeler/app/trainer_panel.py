@@ -131,7 +131,8 @@ def trainer_text(run: dict[str, Any] | None) -> str:
     if run["alive"]:
         state = run["state"]
         if state == "training":
-            return f"trainer: step {run['steps']:,}"
+            world = (run.get("config") or {}).get("world_size") or 1  # `labeler train --follow --nproc N`
+            return f"trainer: step {run['steps']:,}" + (f" on {world} ranks" if world > 1 else "")
         if state == "waiting":
             return "trainer: waiting for new images"
         return f"trainer: {state}…"
@@ -140,7 +141,7 @@ def trainer_text(run: dict[str, Any] | None) -> str:
     return "trainer: failed" if run["state"] == "failed" else "trainer: off"
 
 
-def trainer_command(folder: Path, out: Path, extra: list[str] | None = None) -> list[str]:
+def trainer_command(folder: str | Path, out: Path, extra: list[str] | None = None) -> list[str]:
     """The child process: the same CLI a terminal would run, at a lower priority, one core left to the window."""
     threads = max(1, (os.cpu_count() or 2) - 1)
     return [sys.executable, "-m", "labeler", "train", str(folder), "--out", str(out), "--follow",
@@ -152,7 +153,7 @@ class _Poller(QObject):
 
     snapshot = Signal(object)
 
-    def __init__(self, folder: Path, model_in_use: Callable[[], int | None], interval_s: float):
+    def __init__(self, folder: str | Path, model_in_use: Callable[[], int | None], interval_s: float):
         super().__init__()
         self.folder, self.model_in_use, self.interval_s = folder, model_in_use, interval_s
         self._stop = threading.Event()
@@ -199,7 +200,8 @@ class TrainerPanel(QObject):
                  poll_s: float = POLL_S):
         super().__init__(window)
         self.w = window
-        self.folder = Path(window.session.ws.folder)
+        self.folder = Path(window.session.ws.folder)  # a team workspace: its image root
+        self.location = window.session.ws.location  # what the poller and the child open (a folder or a URL)
         self.out = Path(out) if out else self.folder / FOLLOW_DIR
         self.extra_args = list(extra_args or [])
         self.last: Snapshot | None = None
@@ -215,7 +217,7 @@ class TrainerPanel(QObject):
         self.action.triggered.connect(self.toggle)
         bar = window.toolbar if hasattr(window, "toolbar") else window.addToolBar("Trainer")
         bar.addAction(self.action)
-        self.poller = _Poller(self.folder, self._model_in_use, poll_s)
+        self.poller = _Poller(self.location, self._model_in_use, poll_s)
         self.poller.snapshot.connect(self._on_snapshot)
         self.model_registered.connect(self._on_model_registered)
         if window.prelabels is not None:
@@ -275,7 +277,7 @@ class TrainerPanel(QObject):
             self.w.statusBar().showMessage("a trainer is already running on this workspace", 5000)
             return False
         self.out.mkdir(parents=True, exist_ok=True)
-        cmd = trainer_command(self.folder, self.out, self.extra_args)
+        cmd = trainer_command(self.location, self.out, self.extra_args)
         try:
             with open(self.out / LOG_NAME, "ab") as log_file:
                 self.child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,

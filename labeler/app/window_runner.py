@@ -21,15 +21,17 @@ from labeler.app import settings, startup, theme
 from labeler.app.main_window import MainWindow
 from labeler.app.session import LabelingSession
 from labeler.cli import CommandError
+from projects.store.target import as_target, is_url
 from projects.workspace import Workspace, WorkspaceError
 
 
-def resolve_workspace(ws: str | None, ask: bool = True) -> Path | None:
-    """The folder given; else the last one opened; else (when `ask`) one chosen in a folder dialog."""
+def resolve_workspace(ws: str | None, ask: bool = True) -> str | Path | None:
+    """The folder (or team workspace URL) given; else the last one opened; else (when `ask`) one chosen in a
+    folder dialog."""
     if ws:
-        return Path(ws)
+        return as_target(ws)
     last = settings.last_workspace()
-    if last is not None and Workspace.db_path(last).is_file():
+    if last is not None and (is_url(last) or Workspace.db_path(last).is_file()):
         return last
     if not ask:
         raise CommandError("no workspace given and none remembered: run `labeler open WS`")
@@ -129,8 +131,8 @@ class _Runner:
         old = self.window
         self.window = build_window(session)
         self.window.workspace_requested.connect(self.switch)
-        session.project_changed.connect(lambda: settings.remember(session.ws.folder, session.project))
-        settings.remember(session.ws.folder, session.project)
+        session.project_changed.connect(lambda: settings.remember(session.ws.location, session.project))
+        settings.remember(session.ws.location, session.project)
         theme.for_app().apply(settings.theme())
         self.report = startup.report_to(self.window)
         self.window.show()

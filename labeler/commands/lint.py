@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 
 from tqdm import tqdm
 
 from labeler.cli import CommandError, arg, arguments, command
 from projects.schema import STATUSES
+from projects.store.target import as_target
 from projects.workspace import Workspace
 
 
@@ -65,7 +65,7 @@ def lint(args) -> int:
             bar.close()  # one finished line per stage, not two bars fighting over the terminal
 
     try:
-        result = lint_project(Path(args.ws), args.project, config=LintConfig(threshold=args.threshold),
+        result = lint_project(as_target(args.ws), args.project, config=LintConfig(threshold=args.threshold),
                               statuses=args.status, rules_only=args.rules_only, progress=progress,
                               threads=args.threads, model_id=model_id)
     except LintError as e:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from labeler.cli import CommandError, arg, arguments, command
+from projects.store.target import display
 from projects.workspace import Workspace
 
 
@@ -62,7 +62,7 @@ def models_list(args) -> int:
                         "state": state, "detail": detail, "latest": latest is not None and row["id"] == latest["id"],
                         "predicted_images": usage["predicted_images"], "annotations": usage["annotations"]})
     if args.json:
-        print(json.dumps({"workspace": str(Path(args.ws).resolve()), "models": out}, indent=2))
+        print(json.dumps({"workspace": display(ws.location), "models": out}, indent=2))
         return 0
     if not out:
         print(f"no model registered in {args.ws}; train one (`labeler train`) or `labeler models add {args.ws} DIR`")

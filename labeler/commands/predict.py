@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
 from inference.worker import predict_images
 from labeler.cli import CommandError, arg, arguments, command
 from projects.errors import LabelerError
+from projects.store.target import as_target
 from projects.workspace import Workspace
 
 
@@ -50,7 +50,7 @@ def predict(args) -> int:
         return 0
     bar = tqdm(total=len(todo), desc="predict", unit="img")
     try:
-        run = predict_images(Path(args.ws), todo, threads=args.threads, batch_size=args.batch,
+        run = predict_images(as_target(args.ws), todo, threads=args.threads, batch_size=args.batch,
                              on_result=lambda r: bar.update(1), model_id=model["id"] if args.model else None)
     finally:
         bar.close()
@@ -117,7 +117,7 @@ def _predict_sharded(args) -> int:
         if todo:
             bar = tqdm(total=len(todo), desc="predict (rank 0)", unit="img", disable=not ctx.main)
             try:
-                run = predict_images(Path(args.ws), todo, threads=threads, batch_size=args.batch,
+                run = predict_images(as_target(args.ws), todo, threads=threads, batch_size=args.batch,
                                      on_result=lambda r: bar.update(1), model_id=model["id"])
             finally:
                 bar.close()

@@ -6,17 +6,22 @@ import json
 import sys
 
 from labeler.cli import CommandError, arg, arguments, command
+from projects.store.target import as_target, display
 from projects.taxonomy import CustomerTaxonomy, SuperTaxonomy
 from projects.workspace import Workspace
 
 
-@command("init", help="create a workspace folder holding labeler.sqlite")
-@arguments(arg("ws", help="workspace folder"),
-           arg("--super-taxonomy", metavar="FILE", help="super-taxonomy YAML/JSON (default: the driving tree)"))
+@command("init", help="create a workspace folder holding labeler.sqlite, or a team workspace in PostgreSQL")
+@arguments(arg("ws", help="workspace folder, or postgresql://[user@]host[:port]/dbname (an empty database; "
+                          "docs/team.md)"),
+           arg("--super-taxonomy", metavar="FILE", help="super-taxonomy YAML/JSON (default: the driving tree)"),
+           arg("--image-root", metavar="DIR", help="a team workspace's image folder on shared storage: image and "
+                                                   "model paths are stored relative to it (PostgreSQL only)"))
 def init(args) -> int:
     sup = SuperTaxonomy.load(args.super_taxonomy) if args.super_taxonomy else None
-    with Workspace.create(args.ws, sup) as ws:
-        print(f"created workspace {ws.folder} with {len(ws.super_taxonomy())} super-taxonomy nodes")
+    with Workspace.create(as_target(args.ws), sup, image_root=args.image_root) as ws:
+        where = f"{display(ws.location)} (image root {ws.folder})" if ws.is_team else str(ws.folder)
+        print(f"created workspace {where} with {len(ws.super_taxonomy())} super-taxonomy nodes")
     return 0
 
 

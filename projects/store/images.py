@@ -24,20 +24,24 @@ class AddImagesResult:
 class ImageStore(StoreBase):
     is_team: bool
     # --- images ----------------------------------------------------------------------------
-    def stored_path(self, path: Path, *, outside_root: bool = False) -> str:
+    def stored_path(self, path: Path) -> str:
         """Relative to the workspace when the file lies inside it (so the folder can move), else absolute.
-
-        On a team workspace `folder` is the image root on shared storage: an image outside it is refused
-        (another annotator's machine could not read it) unless `outside_root` (a model checkpoint)."""
+        On a team workspace `folder` is the image root: paths under it are stored relative to it."""
         check_name_encodable(path)
         p = path.resolve()
         try:
             return p.relative_to(self.folder).as_posix()
         except ValueError:
-            if self.is_team and not outside_root:
-                raise ImageError(f"{path}: outside the image root {self.folder}; a team workspace's images lie "
-                                 "under it, where every annotator reaches them") from None
             return str(p)
+
+    def stored_image_path(self, path: Path) -> str:
+        """`stored_path` of an image about to be added. A team workspace refuses one outside its image root:
+        another annotator's machine could not read it."""
+        stored = self.stored_path(path)
+        if self.is_team and Path(stored).is_absolute():
+            raise ImageError(f"{path}: outside the image root {self.folder}; a team workspace's images lie under "
+                             "it, where every annotator reaches them")
+        return stored
 
     def verify_image(self, image_id: int) -> Path:
         """The image's file, after checking that its content is still what was added (SHA-256): on shared
@@ -75,8 +79,7 @@ class ImageStore(StoreBase):
             try:
                 check_name_encodable(p)
                 info = probe(p)
-                if self.is_team:
-                    self.stored_path(Path(p))  # outside the image root: skipped, named
+                self.stored_image_path(Path(p))  # a team workspace: outside the image root is skipped, named
                 infos.append(info)
             except ImageError as e:
                 skipped.append(str(e))
@@ -90,7 +93,7 @@ class ImageStore(StoreBase):
         with self.db.atomic():
             existing = {r[0] for r in self.db.execute("SELECT path FROM images WHERE project_id=?", [project_id])}
             for info in infos:
-                stored = self.stored_path(info.path)
+                stored = self.stored_image_path(info.path)
                 if stored in existing:
                     skipped.append(f"{info.path}: already in the project")
                     continue

@@ -19,7 +19,7 @@ class ModelStore(StoreBase):
         """A checkpoint folder as stored: relative to the workspace when inside it (a copied or moved
         workspace keeps its models), else absolute; a relative path is taken as relative to the workspace."""
         p = Path(path)
-        return p.as_posix() if not p.is_absolute() else self.stored_path(p, outside_root=True)
+        return p.as_posix() if not p.is_absolute() else self.stored_path(p)
 
     def model_path(self, model: dict[str, Any] | str) -> Path:
         """The checkpoint folder of a models row (or of a stored path)."""

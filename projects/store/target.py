@@ -20,8 +20,24 @@ _USERINFO_PASSWORD = re.compile(r"(://[^:/@?#]*):[^@/?#]*@")
 _QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
+_FOLDED = re.compile(r"(?i)^(postgres(?:ql)?):/(?!/)")
+
+
+def normalize(target: str | os.PathLike) -> str | os.PathLike:
+    """A URL that went through `Path()` on its way here (`postgresql:/host/db`: a Path folds `//`) becomes
+    the URL again, so every caller that wraps its workspace argument in a Path still reaches the server;
+    anything else is returned unchanged."""
+    text = os.fspath(target)
+    if isinstance(text, str) and _FOLDED.match(text):
+        return _FOLDED.sub(r"\1://", text)
+    return text if isinstance(text, str) and is_url(text) else target
+
+
 def is_url(target: str | os.PathLike | None) -> bool:
-    return isinstance(target, str) and target.lower().startswith(URL_SCHEMES)
+    if target is None:
+        return False
+    text = os.fspath(target)
+    return isinstance(text, str) and (text.lower().startswith(URL_SCHEMES) or bool(_FOLDED.match(text)))
 
 
 def redact(text: str) -> str:
@@ -47,9 +63,9 @@ def check_url(url: str) -> str:
 
 def display(target: str | os.PathLike) -> str:
     """How a target is named in messages: a URL redacted, a folder as given."""
-    return redact(target) if isinstance(target, str) else str(target)
+    return redact(str(normalize(target))) if is_url(target) else str(target)
 
 
 def as_target(value: str | os.PathLike) -> str | Path:
     """A command-line workspace argument: a URL stays a string (a Path would fold its `//`), else a Path."""
-    return value if is_url(value) else Path(value)
+    return str(normalize(value)) if is_url(value) else Path(value)

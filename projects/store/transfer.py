@@ -41,7 +41,7 @@ class TransferStore(StoreBase):
                 real_dirs[folder] = os.path.realpath(folder)
             real = os.path.join(real_dirs[folder], os.path.basename(p))
             if os.path.islink(real):
-                return self.stored_path(Path(real))
+                return self.stored_image_path(Path(real))
             if real.startswith(root):
                 return Path(real[len(root):]).as_posix()
             if self.is_team:
