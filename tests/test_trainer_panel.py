@@ -30,6 +30,7 @@ def test_the_status_bar_text_says_version_figure_change_and_data():
     assert model_text(None) == "no model yet"
     run = {"alive": True, "state": "training", "steps": 1234}
     assert trainer_text(run) == "trainer: step 1,234"
+    assert trainer_text({**run, "config": {"world_size": 2}}) == "trainer: step 1,234 on 2 ranks"
     assert trainer_text({**run, "alive": False}) == "trainer: not responding"
     assert trainer_text({**run, "alive": False, "state": "stopped"}) == "trainer: off"
     assert trainer_text(None) == "trainer: off"
