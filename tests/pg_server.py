@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 REQUIRE_ENV = "LABELER_REQUIRE_POSTGRES"
+BINDIR_ENV = "LABELER_PG_BINDIR"  # another PostgreSQL installation's bin folder
 SUPERUSER = "labeler"
 
 
@@ -29,16 +30,20 @@ class Unavailable(Exception):
 
 
 def bindir() -> Path:
-    """The folder holding initdb, pg_ctl and postgres."""
+    """The folder holding initdb, pg_ctl and postgres (LABELER_PG_BINDIR, else `pg_config --bindir`, else
+    Debian's /usr/lib/postgresql/*/bin)."""
     found = shutil.which("pg_config")
     candidates = []
-    if found:
+    if os.environ.get(BINDIR_ENV):
+        found, candidates = None, [Path(os.environ[BINDIR_ENV])]
+    elif found:
         try:
             candidates.append(Path(subprocess.run([found, "--bindir"], capture_output=True, text=True, check=True,
                                                   timeout=10).stdout.strip()))
         except (OSError, subprocess.SubprocessError):
             pass
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    if not os.environ.get(BINDIR_ENV):
+        candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     for c in candidates:
         if (c / "initdb").is_file() and (c / "pg_ctl").is_file() and (c / "postgres").is_file():
             return c
