@@ -541,7 +541,8 @@ class FollowTrainer:
         self._since["seconds"] += dt
         if self._trace is not None:
             row = {"step": c["steps"], "rank": self.dist.rank, "world_size": self.dist.world_size,
-                   "ids": [t["image_id"] for t in batch.targets], "loss": value}
+                   "ids": [t["image_id"] for t in batch.targets], "loss": value, "images": c["images"],
+                   "seconds": round(c["seconds"], 4)}
             if self.dist.main:
                 row["plan"] = batch.plan_ids
             self._trace.write(json.dumps(row) + "\n")

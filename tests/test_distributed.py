@@ -147,7 +147,10 @@ def test_follow_options_are_checked_before_launching_anything(train_ws, tmp_path
     argv = ["train", str(train_ws), "--out", str(tmp_path / "f"), "--follow", "--nproc", "2", "--epochs", "1"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("give no --epochs") == 1 and "rank" not in err  # one line, from the launcher
+    assert err.count("give no --epochs") == 1 and "rank " not in err  # one line, from the launcher
+    argv = ["train", str(train_ws), "--out", str(tmp_path / "f"), "--follow", "--nproc", "2", "--batch-size", "3"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.count("must split evenly over the 2 ranks") == 1
 
 
 # --- exactness, in float64 --------------------------------------------------------------------------------

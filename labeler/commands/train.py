@@ -95,6 +95,9 @@ def train_cmd(args) -> int:
             pass
     if args.follow:
         _follow_configs(args)  # a bad option is one line here, not one per rank
+    if args.nproc is not None and args.nproc > 0 and args.batch_size % args.nproc:
+        raise CommandError(f"--batch-size {args.batch_size} is the global batch and must split evenly over the "
+                           f"{args.nproc} ranks; give a multiple of {args.nproc}")
     if args.nproc is not None:
         try:
             launch_local(args.nproc, strip_option(args._argv, "--nproc"))
