@@ -17,7 +17,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,11 @@ class StoreDatabase(Database):
             if is_lock_error(e):
                 raise self._busy(e) from e
             raise
+
+    def row_locked(self) -> AbstractContextManager[StoreDatabase]:
+        """What PostgreSQL runs side by side under row locks (a claim) is one IMMEDIATE transaction here: SQLite
+        has one writer at a time, and taking its lock first is what keeps two claims from picking one image."""
+        return self.atomic()
 
     def _begin_immediate(self) -> None:
         for attempt in range(LOCK_ATTEMPTS):

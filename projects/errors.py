@@ -16,6 +16,26 @@ class WorkspaceError(LabelerError, RuntimeError):
     """The workspace cannot be opened or an edit is invalid; the message says which and why."""
 
 
+class StaleEditError(WorkspaceError):
+    """An edit named the version of an annotation it was made against, and another edit (another annotator, another
+    window) has changed it since: refused, so nothing of theirs is overwritten. The message names the annotation,
+    its image, who changed it and when."""
+
+
+class LeaseError(WorkspaceError):
+    """A lease of an image to an annotator cannot be taken or kept: another annotator holds the image, or the
+    lease ran out and the image went to someone else."""
+
+
+class PermissionDeniedError(WorkspaceError):
+    """The database login may not make this change (a team workspace's annotator role: docs/team.md)."""
+
+
+class WriteConflictError(WorkspaceError):
+    """Two transactions of a team workspace got in each other's way (a deadlock the server broke); nothing of this
+    one was written and it can simply run again."""
+
+
 def shorten(value: object, limit: int = 200) -> str:
     """`repr(value)` cut to `limit` characters, for error messages about untrusted input
     (a YAML alias bomb or a 100 MB string must never be echoed in full)."""

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import pq
 
 from projects.connection import LOCK_ATTEMPTS, busy_timeout_s
-from projects.errors import WorkspaceError
+from projects.errors import PermissionDeniedError, WorkspaceError, WriteConflictError
 from projects.store.target import check_url, redact
 
 WRITE_LOCK = 0x4C424C52  # "LBLR": the advisory lock every write transaction takes first
@@ -153,6 +153,14 @@ class PgDatabase:
     def _errors(self) -> Iterator[None]:
         try:
             yield
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise PermissionDeniedError(
+                f"{redact(self.url)}: {one_line(e, 120)} (login {self.conn.info.user!r}): an annotator labels and "
+                "submits; taxonomies, projects and models are changed by an admin (`labeler team grant`, "
+                "docs/team.md)") from e
+        except psycopg.errors.TransactionRollback as e:  # a deadlock or serialization failure the server broke
+            raise WriteConflictError(f"{redact(self.url)}: a concurrent write got in the way ({one_line(e, 120)}); "
+                                     "nothing was written, try again") from e
         except psycopg.errors.LockNotAvailable as e:
             waited = LOCK_ATTEMPTS * busy_timeout_s()
             raise WorkspaceError(f"{redact(self.url)}: the workspace is busy: another writer held it for more than "
@@ -187,6 +195,14 @@ class PgDatabase:
             self.conn.execute(f"SET LOCAL lock_timeout = {wait_ms}")
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
             self.conn.execute("SET LOCAL lock_timeout = 0")
+            yield self
+
+    @contextmanager
+    def row_locked(self) -> Iterator[PgDatabase]:
+        """A transaction that does not take the write turn: for writes that lock only the rows they change, so
+        that they run side by side (a claim: `SELECT ... FOR UPDATE SKIP LOCKED`, then an upsert of each lease
+        row that only succeeds while the lease is free). Nested: a savepoint, as `atomic()`."""
+        with self._errors(), self.conn.transaction():
             yield self
 
     # --- schema version --------------------------------------------------------------------
