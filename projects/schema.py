@@ -197,5 +197,32 @@ def _v6(db: Database) -> None:
     db["proposal_decisions"].create_index(["image_id", "model_id"], if_not_exists=True)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: Database) -> None:
+    """Team mode (issue 13): leases of images to annotators, annotation versions, who submitted, gold share.
+
+    * `annotations.version`: 1 when added, bumped by every update, delete and restore. An edit that names the
+      version it was made against is refused (`StaleEditError`) when another edit came in between: two annotators
+      never overwrite each other's boxes silently. `updated_by`: who made the last change (NULL: the author).
+    * `images.submitted_by`: the annotator who submitted the image (a team's progress: submitted today).
+    * `projects.gold_share`: the share of claimed images that are gold images (0: none are served).
+    * `leases`: one row per image that was ever claimed: who holds it, until when (`expires_at`, seconds since
+      the epoch on the database's clock, so annotators' machines need not agree on the time), and when it was
+      released. A lease is live while `released_at IS NULL AND expires_at > now`; an expired one is free again.
+    """
+    for statement in (
+        "ALTER TABLE annotations ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE annotations ADD COLUMN updated_by TEXT",
+        "ALTER TABLE images ADD COLUMN submitted_by TEXT",
+        "ALTER TABLE projects ADD COLUMN gold_share REAL NOT NULL DEFAULT 0",
+        "CREATE TABLE IF NOT EXISTS leases (image_id INTEGER PRIMARY KEY REFERENCES images(id), "
+        "project_id INTEGER NOT NULL REFERENCES projects(id), holder TEXT NOT NULL, gold INTEGER NOT NULL DEFAULT 0, "
+        "claimed_at TEXT NOT NULL, expires_at REAL NOT NULL, released_at TEXT)",
+        "CREATE INDEX IF NOT EXISTS idx_leases_live ON leases (project_id, expires_at) WHERE released_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS idx_images_project_id_status_status_updated_at "
+        "ON images (project_id, status, status_updated_at)",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -121,4 +121,19 @@ def _v6(db: Any) -> None:
     """)
 
 
-PG_MIGRATIONS: list[Callable[[Any], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: Any) -> None:
+    """Team mode: leases, annotation versions, who submitted, gold share (projects/schema.py `_v7` says why)."""
+    _run(db, """
+    ALTER TABLE annotations ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+    ALTER TABLE annotations ADD COLUMN updated_by TEXT;
+    ALTER TABLE images ADD COLUMN submitted_by TEXT;
+    ALTER TABLE projects ADD COLUMN gold_share DOUBLE PRECISION NOT NULL DEFAULT 0;
+    CREATE TABLE leases (image_id BIGINT PRIMARY KEY REFERENCES images(id),
+        project_id BIGINT NOT NULL REFERENCES projects(id), holder TEXT NOT NULL, gold BIGINT NOT NULL DEFAULT 0,
+        claimed_at TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, released_at TEXT);
+    CREATE INDEX idx_leases_live ON leases (project_id, expires_at) WHERE released_at IS NULL;
+    CREATE INDEX idx_images_project_id_status_status_updated_at ON images (project_id, status, status_updated_at)
+    """)
+
+
+PG_MIGRATIONS: list[Callable[[Any], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
