@@ -78,8 +78,9 @@ class ReviewStore(StoreBase):
             self.db["gold_boxes"].insert_all({"image_id": image_id, "label_id": a["label_id"], "x1": a["x1"],
                                               "y1": a["y1"], "x2": a["x2"], "y2": a["y2"]} for a in live)
             if requeue:
-                self.db.execute("UPDATE annotations SET deleted_at=?, updated_at=? WHERE image_id=? AND "
-                                "deleted_at IS NULL", [t, t, image_id])
+                self.db.execute("UPDATE annotations SET deleted_at=?, updated_at=?, updated_by=?, "
+                                "version = version + 1 WHERE image_id=? AND deleted_at IS NULL",
+                                [t, t, author or default_author(), image_id])
                 if image["status"] != "unlabeled":
                     self.db.execute("UPDATE images SET status='unlabeled', status_updated_at=? WHERE id=?",
                                     [t, image_id])
