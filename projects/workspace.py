@@ -24,6 +24,7 @@ from projects.schema import APP_ID, MIGRATIONS, SCHEMA_VERSION
 from projects.store.annotations import AnnotationStore
 from projects.store.common import check_box, check_name_encodable, default_author, now
 from projects.store.images import AddImagesResult, ImageStore
+from projects.store.leases import LeaseStore
 from projects.store.models import ModelStore
 from projects.store.pg_schema import PG_MIGRATIONS
 from projects.store.review import ReviewStore
@@ -41,7 +42,8 @@ IMAGE_ROOT_ENV = "LABELER_IMAGE_ROOT"  # where this machine mounts a team worksp
 _check_box = check_box  # the name it had before the split
 
 
-class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewStore, TransferStore, StatsStore):
+class Workspace(TaxonomyStore, ImageStore, AnnotationStore, ModelStore, ReviewStore, TransferStore, StatsStore,
+                LeaseStore):
     """A workspace in a folder (SQLite) or a team workspace in a PostgreSQL database.
 
     `folder` is where files live: the workspace folder, or a team workspace's image root on shared storage
