@@ -55,9 +55,8 @@ def rich(demo_ws, tmp_path):
         ws.add_quality_score(gold, "ann", 1.0, 0.5, 0.8, 1, 0, 1)
         run = trainer_status.start_run(ws, str(folder / "follow"), {"lr": 1e-4})
         trainer_status.add_checkpoint(ws, run, decision="registered", version="v1", metric="map", candidate=0.5)
-        if "leases" in ws.db.table_names():  # team mode's leases (issue 13)
-            ws.db.execute("INSERT INTO leases (image_id, project_id, holder, claimed_at, expires_at) "
-                          "VALUES (?, 1, 'ann', '2026-01-01T00:00:00', 1.5e9)", [ws.image_ids("A")[3]])
+        ws.claim("A", "ann", n=2)  # leases: one held, one given back
+        ws.release_leases([ws.leases("A", "ann")[0].image_id], "ann")
     return folder
 
 
