@@ -9,6 +9,7 @@ database holds. Each project keeps its own undo stack for the whole session.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from labeler.app.undo import (
     SetStatus,
     WorkspaceCommand,
 )
+from projects.errors import LabelerError
+from projects.queues import ProjectQueue
 from projects.values import Box
 from projects.workspace import Workspace, WorkspaceError
 from widgets.image_list import ImageRow
@@ -42,10 +45,14 @@ class LabelingSession(QObject):
     failed = Signal(str)  # an edit could not be written (nothing of it was): the window must say so
 
     def __init__(self, ws: Workspace, project: str | None = None, parent: QObject | None = None,
-                 resume: bool = False):
+                 resume: bool = False, queue: Callable[[Workspace, str], ProjectQueue] = ProjectQueue):
+        """`queue` makes the images of a project the window works through: all of them (default), or the ones
+        claimed for one annotator of a team (`projects.queues.ClaimQueue`)."""
         super().__init__(parent)
         self.ws = ws
         self.resume = resume  # a project opens on its first image not submitted (the app), else on its first
+        self.make_queue = queue
+        self.images: ProjectQueue | None = None
         self.stacks: dict[str, QUndoStack] = {}
         self.project: str = ""
         self.labels: list[dict[str, Any]] = []
@@ -67,8 +74,16 @@ class LabelingSession(QObject):
     def undo_stack(self) -> QUndoStack:
         return self.stacks[self.project]
 
+    @property
+    def user(self) -> str | None:
+        """The annotator whose claimed images this window shows (None: every image of the project)."""
+        return self.images.user if self.images is not None else None
+
     def open_project(self, name: str) -> None:
         self.ws.project_id(name)  # raises naming the known projects
+        if self.images is not None and self.project != name:
+            self.images.release()
+        self.images = self.make_queue(self.ws, name)
         self.project = name
         if name not in self.stacks:
             self.stacks[name] = QUndoStack(self)
@@ -77,7 +92,7 @@ class LabelingSession(QObject):
         self.current_label_id = self.labels[0]["id"] if self.labels else None
         self.status_filter = None
         self.counts = self.ws.status_counts(name)
-        self.queue = self.ws.image_ids(name)
+        self.queue = self.images.ids()
         self.index = -1
         self.project_changed.emit()
         self.queue_changed.emit()
@@ -87,9 +102,10 @@ class LabelingSession(QObject):
     def first_open_row(self) -> int:
         """Where a project opens: its first image not submitted yet (unlabeled or in progress), so a day's
         work resumes where it stopped; the first image when every one is submitted."""
-        found = [i for i in (self.ws.next_image_with_status(self.project, s, -1) for s in ("unlabeled", "in_progress"))
-                 if i is not None]
-        row = self.row_of(min(found)) if found else None
+        first = self.images.first()
+        if first is not None and self.row_of(first) is None:
+            self.queue = self.images.ids(self.status_filter)  # claimed just now
+        row = self.row_of(first) if first is not None else None
         return row if row is not None else 0
 
     def set_filter(self, status: str | None) -> None:
@@ -97,7 +113,7 @@ class LabelingSession(QObject):
         while the filter is "unlabeled" stays in it until the filter is chosen again."""
         current = self.image["id"] if self.image else None
         self.status_filter = status
-        self.queue = self.ws.image_ids(self.project, status)
+        self.queue = self.images.ids(status)
         self.queue_changed.emit()
         if current is not None and self.row_of(current) is not None:
             self.index = -1
@@ -136,6 +152,8 @@ class LabelingSession(QObject):
         index = max(0, min(index, len(self.queue) - 1))
         if index == self.index:
             return False
+        if not self._admitted(self.queue[index]):
+            return False
         self.index = index
         self.image = self.ws.image(self.queue[index])
         self.annotations = self.ws.annotations(self.image["id"])
@@ -143,24 +161,45 @@ class LabelingSession(QObject):
         self.annotations_changed.emit()
         return True
 
+    def _admitted(self, image_id: int) -> bool:
+        """The queue lets this image be shown (a team: its lease is renewed or taken again); else it says why and
+        the list is read again (the image went to another annotator)."""
+        try:
+            self.images.admit(image_id)
+            return True
+        except LabelerError as e:
+            self.message.emit(str(e))
+            current = self.image["id"] if self.image else None
+            self.queue = self.images.ids(self.status_filter)
+            self.queue_changed.emit()
+            row = self.row_of(current) if current is not None else None
+            self.index = row if row is not None else -1
+            return False
+
     def go_to_image(self, image_id: int) -> bool:
         """Show this image, dropping the filter when it hides it."""
         if self.row_of(image_id) is None:
+            if not self._admitted(image_id):
+                return False
             self.set_filter(None)
         row = self.row_of(image_id)
         return row is not None and (self.go_to(row) or row == self.index)
 
     def next(self) -> None:
-        if not self.go_to(self.index + 1) and self.queue:
+        if self.queue and self.index >= len(self.queue) - 1:
             self.message.emit("this is the last image")
+        else:
+            self.go_to(self.index + 1)
 
     def previous(self) -> None:
-        if not self.go_to(self.index - 1) and self.queue:
+        if self.queue and self.index <= 0:
             self.message.emit("this is the first image")
+        else:
+            self.go_to(self.index - 1)
 
     def next_unlabeled(self) -> None:
         after = self.image["id"] if self.image else -1
-        found = self.ws.next_image_with_status(self.project, "unlabeled", after)
+        found = self.images.next_open(after, ("unlabeled",))
         if found is None:
             self.message.emit("no unlabeled image left in this project")
         else:
@@ -173,12 +212,12 @@ class LabelingSession(QObject):
         image_id = self.image["id"]
         if self.image["status"] != "submitted":
             self._push(SetStatus(self.ws, image_id, "submitted", self._on_applied))
-        found = [i for i in (self.ws.next_image_with_status(self.project, s, image_id)
-                             for s in ("unlabeled", "in_progress")) if i is not None and i != image_id]
-        if not found:
-            self.message.emit("submitted; every image of this project is submitted")
+        found = self.images.next_open(image_id)  # the nearest after, wrapping (a team: the next claimed)
+        if found is None:
+            self.message.emit("submitted; every image of this project is submitted" if self.user is None else
+                              "submitted; no image of this project is left to claim")
             return
-        self.go_to_image(min(found, key=lambda i: (i < image_id, i)))  # the nearest after, wrapping
+        self.go_to_image(found)
 
     # --- classes -----------------------------------------------------------------------------
     def label_for_shortcut(self, key: str) -> dict[str, Any] | None:
@@ -253,7 +292,7 @@ class LabelingSession(QObject):
             return None
         text = "nudge" if nudge else ("resize box" if len(changes) == 1 else "move boxes")
         return EditAnnotations(self.ws, self.image["id"], changes, text, self._on_applied,
-                               merge_id=NUDGE_ID if nudge else -1)
+                               merge_id=NUDGE_ID if nudge else -1, versions=self._versions(changes))
 
     def label_command(self, annotation_ids: list[int], label_id: int) -> EditAnnotations | None:
         changes = {}
@@ -264,12 +303,14 @@ class LabelingSession(QObject):
         if not changes or not self.image:
             return None
         name = self.label_by_id[label_id]["name"]
-        return EditAnnotations(self.ws, self.image["id"], changes, f"class → {name}", self._on_applied)
+        return EditAnnotations(self.ws, self.image["id"], changes, f"class → {name}", self._on_applied,
+                               versions=self._versions(changes))
 
     def delete_command(self, annotation_ids: list[int]) -> DeleteAnnotations | None:
         if not annotation_ids or not self.image:
             return None
-        return DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied)
+        return DeleteAnnotations(self.ws, self.image["id"], annotation_ids, self._on_applied,
+                                 versions=self._versions(annotation_ids))
 
     def push(self, cmd: WorkspaceCommand) -> bool:
         """Push an edit built outside the session (pre-label decisions wrapping commands built here): once
@@ -299,6 +340,12 @@ class LabelingSession(QObject):
         if self.undo_stack.canRedo():
             self.message.emit(f"redo: {self.undo_stack.redoText()}")
             self.undo_stack.redo()
+
+    def _versions(self, annotation_ids) -> dict[int, int]:
+        """The versions of these annotations as this window loaded them: an edit is made against them, so one
+        that someone else changed meanwhile is refused rather than overwritten."""
+        loaded = {a["id"]: a["version"] for a in self.annotations}
+        return {aid: loaded[aid] for aid in annotation_ids if aid in loaded}
 
     def _state(self, annotation_id: int) -> AnnotationState:
         row = next((a for a in self.annotations if a["id"] == annotation_id), None)

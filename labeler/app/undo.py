@@ -9,6 +9,13 @@ The same classes serve every provenance: a drawn box is `AddAnnotation(..., prov
 an accepted proposal `provenance="prelabel_accepted", model_id=...`, a moved proposal
 `"prelabel_adjusted"`, and a model-tightened box an `EditAnnotations` with `provenance="refined"`.
 
+Versions: every annotation carries a version the store bumps on each write, and every write here names the version
+it expects. A new edit expects the version the window loaded (what the annotator saw); undo and redo expect the
+version this window's own last write gave the annotation (`written_versions`, kept per workspace connection, so
+the commands of one stack chain: an undo follows the undone nudges, whichever command wrote them). So an edit or
+an undo of a box that someone else changed meanwhile — another annotator of a team workspace, another window — is
+refused (`StaleEditError`) instead of overwriting theirs; the session then says so and shows the image as it is.
+
 Coordinates: every box these commands write is snapped to whole pixels (`projects.values.snap_box`), so
 every path of the window — a drawn box, an accepted model box, a proposal resized on one edge, a nudge,
 a lint fix — stores the same kind of numbers. The state an undo puts back is the stored one, as it was.
@@ -18,14 +25,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from weakref import WeakKeyDictionary
 
 from PySide6.QtGui import QUndoCommand
 
+from projects.errors import StaleEditError
 from projects.values import Box, snap_box
 from projects.workspace import Workspace
 
 Applied = Callable[[int], None]
 NUDGE_ID = 1  # consecutive arrow-key nudges of the same boxes merge into one undo step
+_WRITTEN: WeakKeyDictionary[Workspace, dict[int, int]] = WeakKeyDictionary()
+
+
+def written_versions(ws: Workspace) -> dict[int, int]:
+    """Annotation id -> the version this window's (this connection's) last write gave it."""
+    return _WRITTEN.setdefault(ws, {})
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,9 @@ class WorkspaceCommand(QUndoCommand):
     def _run(self, step: Callable[[], None], what: str) -> None:
         try:
             step()
+        except StaleEditError as e:  # someone else's edit came first: theirs stays, the image is read again
+            self.setObsolete(True)
+            self.on_error(f"could not {what} “{self.text()}”: {e}. The image is shown again as it is now.")
         except Exception as e:  # every step is one transaction: a failure changed nothing
             self.setObsolete(True)
             self.on_error(f"could not {what} “{self.text()}”: {e}. Nothing was changed.")
@@ -98,24 +116,31 @@ class AddAnnotation(WorkspaceCommand):
         self.annotation_id: int | None = None
 
     def _redo(self) -> None:
+        book = written_versions(self.ws)
         if self.annotation_id is None:
             self.annotation_id = self.ws.add_annotation(self.image_id, self.label_id, self.box,
                                                         provenance=self.provenance, model_id=self.model_id)
+            book[self.annotation_id] = 1
         else:
-            self.ws.restore_annotation(self.annotation_id)
+            book[self.annotation_id] = self.ws.restore_annotation(self.annotation_id,
+                                                                  version=book.get(self.annotation_id))
 
     def _undo(self) -> None:
-        self.ws.delete_annotation(self.annotation_id)
+        book = written_versions(self.ws)
+        book[self.annotation_id] = self.ws.delete_annotation(self.annotation_id, version=book.get(self.annotation_id))
 
 
 class EditAnnotations(WorkspaceCommand):
     """Change the box, label or provenance of one or more annotations (a move, resize, nudge or class change)."""
 
     def __init__(self, ws: Workspace, image_id: int, changes: dict[int, tuple[AnnotationState, AnnotationState]],
-                 text: str = "edit boxes", on_applied: Applied | None = None, merge_id: int = -1):
+                 text: str = "edit boxes", on_applied: Applied | None = None, merge_id: int = -1,
+                 versions: dict[int, int] | None = None):
+        """`versions`: of each annotation as the window loaded it (default: as stored now)."""
         super().__init__(ws, image_id, text, on_applied)
         self.changes = {aid: (before, replace(after, box=snap_box(after.box)))  # id -> (before, after)
                         for aid, (before, after) in changes.items()}
+        self.loaded = _versions(ws, self.changes, versions)  # what the first write expects
         self._merge_id = merge_id
 
     def id(self) -> int:
@@ -130,10 +155,15 @@ class EditAnnotations(WorkspaceCommand):
         return True
 
     def _write(self, which: int) -> None:
+        expected = _expected(self.ws, self.loaded)
+        written = {}
         with self.ws.transaction():
             for aid, states in self.changes.items():
                 s = states[which]
-                self.ws.update_annotation(aid, box=s.box, label_id=s.label_id, provenance=s.provenance)
+                written[aid] = self.ws.update_annotation(aid, box=s.box, label_id=s.label_id, provenance=s.provenance,
+                                                         version=expected.get(aid))
+        written_versions(self.ws).update(written)  # only once all of them are stored
+        self.loaded = None
 
     def _redo(self) -> None:
         self._write(1)
@@ -145,20 +175,27 @@ class EditAnnotations(WorkspaceCommand):
 class DeleteAnnotations(WorkspaceCommand):
     """Soft-delete boxes (the rows stay for undo and audit); undo restores them."""
 
-    def __init__(self, ws: Workspace, image_id: int, annotation_ids: list[int], on_applied: Applied | None = None):
+    def __init__(self, ws: Workspace, image_id: int, annotation_ids: list[int], on_applied: Applied | None = None,
+                 versions: dict[int, int] | None = None):
         n = len(annotation_ids)
         super().__init__(ws, image_id, f"delete {n} box{'es' if n != 1 else ''}", on_applied)
         self.annotation_ids = list(annotation_ids)
+        self.loaded = _versions(ws, self.annotation_ids, versions)  # what the first write expects
+
+    def _write(self, write: Callable[..., int]) -> None:
+        expected = _expected(self.ws, self.loaded)
+        written = {}
+        with self.ws.transaction():
+            for aid in self.annotation_ids:
+                written[aid] = write(aid, version=expected.get(aid))
+        written_versions(self.ws).update(written)
+        self.loaded = None
 
     def _redo(self) -> None:
-        with self.ws.transaction():
-            for aid in self.annotation_ids:
-                self.ws.delete_annotation(aid)
+        self._write(self.ws.delete_annotation)
 
     def _undo(self) -> None:
-        with self.ws.transaction():
-            for aid in self.annotation_ids:
-                self.ws.restore_annotation(aid)
+        self._write(self.ws.restore_annotation)
 
 
 class SetStatus(WorkspaceCommand):
@@ -238,3 +275,14 @@ class DecideProposals(WorkspaceCommand):
                 edit._undo()
             self.ws.remove_proposal_decisions(self.decision_ids)
             self.decision_ids = []
+
+
+def _versions(ws: Workspace, annotation_ids: Iterable[int], given: dict[int, int] | None) -> dict[int, int]:
+    """The version each edit is made against: as the window loaded it, else as stored now."""
+    given = given or {}
+    return {aid: given[aid] if aid in given else ws.annotation(aid)["version"] for aid in annotation_ids}
+
+
+def _expected(ws: Workspace, loaded: dict[int, int] | None) -> dict[int, int]:
+    """The versions a write expects: the loaded ones for a command's first write, else what this window wrote last."""
+    return loaded if loaded is not None else written_versions(ws)
