@@ -46,6 +46,7 @@ from widgets.shortcut_sheet import ShortcutSheet
 if TYPE_CHECKING:
     from labeler.app.findings import FindingsController
     from labeler.app.prelabels import PrelabelController
+    from labeler.app.team import TeamController
     from labeler.app.trainer_panel import TrainerPanel
 
 TOOLBAR = {"previous_image": "◀ Previous", "next_image": "Next ▶", "next_unlabeled": "Next unlabeled",
@@ -69,6 +70,7 @@ class MainWindow(QMainWindow):
     findings: FindingsController | None = None  # lint on submit and the findings dock
     prelabels: PrelabelController | None = None  # the model's proposals and refine
     trainer: TrainerPanel | None = None  # the model in use, its figures, and the follow trainer's start/stop
+    team: TeamController | None = None  # a team workspace with --user: leases renewed and given back, progress
 
     def __init__(self, session: LabelingSession, loader: ImageLoader | None = None, parent: QWidget | None = None):
         super().__init__(parent)

@@ -9,6 +9,7 @@ the *after_submit* hooks run with the submitted image's id (gold scoring).
 The order is data, not the order in which controllers happen to be built, so adding a controller can
 never reorder or silently replace another's behaviour:
 
+    LEASE (5)       a team: another annotator holds the image now (labeler.app.team)
     SELECTION (10)  a selected pre-label: Enter accepts it instead of submitting (labeler.app.prelabels)
     READABLE (20)   the image's pixels could not be read: never submitted as labelled (labeler.app.main_window)
     LINT (30)       open lint findings: shown for review instead (labeler.app.findings)
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SELECTION, READABLE, LINT = 10, 20, 30
+LEASE, SELECTION, READABLE, LINT = 5, 10, 20, 30
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Kept apart from the command so tests and benchmarks can open a session without a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -21,6 +22,8 @@ from labeler.app import settings, startup, theme
 from labeler.app.main_window import MainWindow
 from labeler.app.session import LabelingSession
 from labeler.cli import CommandError
+from projects.queues import ClaimQueue, ProjectQueue
+from projects.store.leases import DEFAULT_LEASE_S
 from projects.store.target import as_target, is_url
 from projects.workspace import Workspace, WorkspaceError
 
@@ -46,15 +49,21 @@ def resolve_workspace(ws: str | None, ask: bool = True) -> str | Path | None:
             QMessageBox.warning(None, "Not a workspace", str(e))
 
 
-def open_session(folder: str | Path, project: str | None = None, image: int | None = None) -> LabelingSession:
-    """Open the workspace and a session on `project` (else the last one used here, else the first)."""
+def open_session(folder: str | Path, project: str | None = None, image: int | None = None, user: str | None = None,
+                 lease_s: float = DEFAULT_LEASE_S) -> LabelingSession:
+    """Open the workspace and a session on `project` (else the last one used here, else the first). With `user`
+    the session works through the images claimed for that annotator (`projects.queues.ClaimQueue`)."""
+    if user is not None and image is not None:
+        raise CommandError("--image picks from every image of the project; with --user the window shows the images "
+                           "claimed for you (leave out --image)")
     ws = Workspace.open(folder)
     try:
         names = ws.project_names()
         if project is None:
             remembered = settings.last_project(folder)
             project = remembered if remembered in names else None
-        session = LabelingSession(ws, project, resume=True)  # on the first image not submitted yet
+        queue = ProjectQueue if user is None else functools.partial(ClaimQueue, user=user, lease_s=lease_s)
+        session = LabelingSession(ws, project, resume=True, queue=queue)  # on the first image not submitted yet
         if image is not None:
             n = len(session.queue)
             if not 1 <= image <= n:
@@ -67,14 +76,16 @@ def open_session(folder: str | Path, project: str | None = None, image: int | No
 
 
 def build_window(session: LabelingSession, *, prelabels: bool = True, lint: bool = True,
-                 trainer: bool = True) -> MainWindow:
+                 trainer: bool = True, team: bool = True) -> MainWindow:
     """The window and its controllers, each built here by name and set as a typed attribute of the window
     (`window.prelabels`, `window.findings`, `window.trainer`; None when left out). The order they are built in
     changes nothing: the submit pipeline runs its checks by their declared order (`labeler.app.submit`), and no
     controller rewires another's action. The lint check shares the prediction worker's thread; the trainer
-    panel (model figures, start/stop of the follow trainer) asks the pre-labels to refresh after a hot swap."""
+    panel (model figures, start/stop of the follow trainer) asks the pre-labels to refresh after a hot swap. A session
+    on claimed images (`--user`) gets the team controller: leases renewed and given back, the team's progress."""
     from labeler.app.findings import FindingsController
     from labeler.app.prelabels import PrelabelController
+    from labeler.app.team import TeamController
     from labeler.app.trainer_panel import TrainerPanel
 
     window = MainWindow(session)
@@ -84,6 +95,8 @@ def build_window(session: LabelingSession, *, prelabels: bool = True, lint: bool
         window.findings = FindingsController(window, window.prelabels.worker if window.prelabels else None)
     if trainer:
         window.trainer = TrainerPanel(window)
+    if team and session.user is not None:
+        window.team = TeamController(window)
     return window
 
 

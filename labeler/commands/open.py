@@ -19,7 +19,11 @@ SCREENSHOT_TIMEOUT_S = 30
 @arguments(arg("ws", nargs="?", default=None, help="workspace folder (default: the last one opened)"),
            arg("--project", help="project to show first (default: the last one, else the first)"),
            arg("--screenshot", metavar="FILE.png", help="render the window offscreen to this PNG and exit"),
-           arg("--image", type=int, metavar="N", help="show the N-th image of the project (1-based)"))
+           arg("--image", type=int, metavar="N", help="show the N-th image of the project (1-based)"),
+           arg("--user", help="label as this annotator of a team: the window claims your images one by one, renews "
+                              "the lease of the one on screen and gives it back on submit or close (docs/team.md)"),
+           arg("--lease-minutes", type=float, metavar="M",
+               help="with --user: how long a lease lasts unless renewed (default: as `labeler claim`, 15)"))
 def open_window(args) -> int:
     if args.screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -38,7 +42,12 @@ def open_window(args) -> int:
     folder = resolve_workspace(args.ws, ask=not args.screenshot)
     if folder is None:
         return 1  # the user cancelled the folder dialog
-    session = open_session(folder, args.project, args.image)
+    from projects.store.leases import DEFAULT_LEASE_S
+
+    if args.user:
+        os.environ["LABELER_AUTHOR"] = args.user  # the boxes drawn are theirs (projects.store.common.default_author)
+    lease_s = args.lease_minutes * 60 if args.lease_minutes is not None else DEFAULT_LEASE_S
+    session = open_session(folder, args.project, args.image, user=args.user, lease_s=lease_s)
     if args.screenshot:
         screenshot(session, Path(args.screenshot), timeout_s=SCREENSHOT_TIMEOUT_S)
         print(f"wrote {args.screenshot}")
