@@ -18,6 +18,7 @@ from projects.taxonomy import CustomerTaxonomy, Label
 def team(store, tmp_path, monkeypatch):
     monkeypatch.setenv("LABELER_SETTINGS", str(tmp_path / "settings.ini"))
     monkeypatch.setenv("LABELER_AUTHOR", "alice")
+    monkeypatch.setattr("labeler.app.team.POLL_S", {"sqlite": 0.5, "postgresql": 15.0})  # SQLite polls: keep it short
     with store.create() as ws:
         ws.add_project("P", CustomerTaxonomy([Label("Human", "person"), Label("Car", "car")]))
         folder = store.image_root / "batch"
