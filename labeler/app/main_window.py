@@ -209,6 +209,8 @@ class MainWindow(QMainWindow):
         self.ready_image_id = None
         if img is None:
             message = ("No image has this status." if s.status_filter else
+                       "No image of this project is left to claim: every one is submitted or held by another "
+                       "annotator." if s.user is not None else
                        "This project has no images yet: add some with `labeler images add`.")
             self.canvas.set_placeholder(640, 400, message, ERROR)
             self._update_position()
