@@ -9,6 +9,12 @@ until the IoU with the truth lies in [0.5, 0.7], and one click in the central ha
 each refine path for a proposal. It reports, per path: how often the path answers, the median IoU of the
 result with the true box (an unanswered case keeps the rough box, or IoU 0 for a click), and the share of
 cases at IoU >= 0.9. Refinement is class-agnostic here: box quality, not naming.
+
+The `tight` paths are the same chains with tight boxes on (inference/tighten.py), as the window runs them
+then: the cached detections are the pre-labels averaged with their mirrored twins, and a rough box the cache
+cannot answer is re-detected on a crop at the training scale instead of the crop grown by half the box.
+"ms" is the median time of one refine call (the mirror pass, done once per image by the pre-label worker,
+is not in it).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from refine_data import DOMAIN_OF, bccd, click_in, perturb, synthetic
 
-from inference.refine import box_redetect, click_redetect, from_box, from_click, grabcut, refine_box
+from inference.refine import (
+    box_redetect,
+    box_redetect_at_scale,
+    click_redetect,
+    from_box,
+    from_click,
+    grabcut,
+    refine_box,
+    refine_click,
+)
+from inference.tighten import CropModel
 
 
 def iou(a, b) -> float:
@@ -36,34 +53,53 @@ def iou(a, b) -> float:
 
 def evaluate(samples, predictor, rng) -> dict:
     res: dict[str, list[float]] = {k: [] for k in (
-        "rough", "box:cache", "box:redetect", "box:grabcut", "box:chain", "click:cache", "click:redetect",
-        "click:chain")}
+        "rough", "box:cache", "box:redetect", "box:grabcut", "box:chain", "box:cache, tight",
+        "box:redetect at training scale", "box:chain, tight", "click:cache", "click:redetect", "click:chain",
+        "click:chain, tight")}
     answered: dict[str, int] = dict.fromkeys(res, 0)
+    ms: dict[str, list[float]] = {k: [] for k in res}
+    tight = CropModel.of(predictor) if predictor else None
 
     def predict(crop):
         return predictor.predict([crop])[0]
 
+    def timed(name, fn, *args, **kw):
+        t = time.perf_counter()
+        out = fn(*args, **kw)
+        ms[name].append(1000 * (time.perf_counter() - t))
+        return out
+
     for s in samples:
         dets = predictor.predict([s.image])[0] if predictor else []
+        tight_dets = predictor.tighten([s.image], [dets])[0] if predictor else []  # what the worker stores
         for _, truth in s.boxes:
             rough, r_iou = perturb(truth, rng, shape=s.image.shape)
             if rough is None:
                 continue
             res["rough"].append(r_iou)
-            proposals = {"box:grabcut": grabcut(s.image, rough)}
+            img = s.image
+            proposals = {"box:grabcut": timed("box:grabcut", grabcut, img, rough)}
             if predictor:
-                proposals |= {"box:cache": from_box(rough, dets),
-                              "box:redetect": box_redetect(s.image, rough, predict),
-                              "box:chain": refine_box(s.image, rough, dets, predict)}
+                proposals |= {
+                    "box:cache": from_box(rough, dets),
+                    "box:redetect": timed("box:redetect", box_redetect, img, rough, predict),
+                    "box:chain": timed("box:chain", refine_box, img, rough, dets, predict),
+                    "box:cache, tight": from_box(rough, tight_dets),
+                    "box:redetect at training scale": timed("box:redetect at training scale", box_redetect_at_scale,
+                                                            img, rough, tight),
+                    "box:chain, tight": timed("box:chain, tight", refine_box, img, rough, tight_dets, predict,
+                                              tight=tight)}
             for name, p in proposals.items():
                 answered[name] += p is not None
                 res[name].append(iou(p.box, truth) if p else r_iou)
             if predictor:
                 point = click_in(truth, rng)
                 cached = from_click(point, dets)
-                redet = click_redetect(s.image, point, predict)
+                redet = timed("click:redetect", click_redetect, img, point, predict)
                 chain = cached or redet
-                for name, p in (("click:cache", cached), ("click:redetect", redet), ("click:chain", chain)):
+                chain_tight = timed("click:chain, tight", refine_click, img, point, tight_dets, predict)
+                for name, p in (("click:cache", cached), ("click:redetect", redet), ("click:chain", chain),
+                                ("click:chain, tight", chain_tight)):
                     answered[name] += p is not None
                     res[name].append(iou(p.box, truth) if p else 0.0)
     out = {}
@@ -72,15 +108,18 @@ def evaluate(samples, predictor, rng) -> dict:
             continue
         a = np.array(xs)
         out[name] = {"n": len(a), "answered": (answered[name] / len(a)) if name != "rough" else 1.0,
-                     "median_iou": float(np.median(a)), "share_iou_ge_0.9": float((a >= 0.9).mean())}
+                     "median_iou": float(np.median(a)), "share_iou_ge_0.9": float((a >= 0.9).mean()),
+                     "ms": float(np.median(ms[name])) if ms[name] else None}
     return out
 
 
 def table(title: str, rows: dict) -> str:
-    lines = [f"### {title}", "", "| path | cases | answered | median IoU | IoU ≥ 0.9 |", "|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| path | cases | answered | median IoU | IoU ≥ 0.9 | ms |",
+             "|---|---|---|---|---|---|"]
     for name, r in rows.items():
+        t = f"{r['ms']:.0f}" if r.get("ms") is not None else "—"
         lines.append(f"| {name} | {r['n']} | {r['answered']:.0%} | {r['median_iou']:.3f} "
-                     f"| {r['share_iou_ge_0.9']:.0%} |")
+                     f"| {r['share_iou_ge_0.9']:.0%} | {t} |")
     return "\n".join(lines)
 
 

@@ -141,6 +141,14 @@ class Predictor:
                             for box, s, n in zip(bx, sc[keep].cpu().numpy(), nd[keep].cpu().numpy())])
         return results
 
+    def tighten(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]
+                ) -> list[list[Detection]]:
+        """Tighter boxes for `predict`'s detections of these images: each confident box averaged with its twin in
+        the mirrored image (one more forward pass; inference/tighten.py says why this pass and not another)."""
+        from inference.tighten import tighten
+
+        return tighten(images, detections, self.predict)
+
     def _decode(self, cls_out: list[torch.Tensor], box_out: list[torch.Tensor], num_classes: int) -> torch.Tensor:
         """effdet post-processing: [B, max_det, 6] = x1, y1, x2, y2, score, class (1-based), in input pixels."""
         cfg = self.model.config

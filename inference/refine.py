@@ -5,7 +5,9 @@ Three paths, cheapest first:
 1. **cache** — the image's low-threshold detections (already in the predictions table): the
    detection under the click, or the one matching the rough box best by IoU × score;
 2. **redetect** — a forward pass on a crop around the click or the rough box, so small objects are
-   seen at a higher resolution than in the whole-image pass;
+   seen at a higher resolution than in the whole-image pass; with tight boxes (a `CropModel`,
+   inference/tighten.py) the crop around a rough box is resampled so the box has the size objects had in
+   training, which answers far more rough boxes than the crop grown by half the box (bench/bench_refine.py);
 3. **grabcut** — OpenCV's GrabCut inside the rough box, for objects the model does not know.
 
 Every path returns a `Proposal` that the UI shows for a one-key accept; nothing here edits an
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from inference.tighten import CropModel
 from projects.values import Box
 
 PredictFn = Callable[[np.ndarray], Sequence[Any]]  # crop (RGB) -> detections with .node .box .score
@@ -135,6 +138,14 @@ def box_redetect(image: np.ndarray, rough: Box, predict: PredictFn,
     return None if found is None else Proposal(found.box, found.node, found.score, "redetect")
 
 
+def box_redetect_at_scale(image: np.ndarray, rough: Box, model: CropModel,
+                          allowed_nodes: set[str] | None = None) -> Proposal | None:
+    """A forward pass on the rough box's training-scale window; the detection maximising IoU x score wins."""
+    dets = [_Shifted(n, b, s) for n, b, s in model.around(image, rough)]
+    found = from_box(rough, dets, allowed_nodes)
+    return None if found is None else Proposal(found.box, found.node, found.score, "redetect")
+
+
 def grabcut(image: np.ndarray, rough: Box, iterations: int = 3) -> Proposal | None:
     """Foreground extent inside the rough box by GrabCut: for objects the model does not know."""
     H, W = image.shape[:2]
@@ -160,10 +171,13 @@ def grabcut(image: np.ndarray, rough: Box, iterations: int = 3) -> Proposal | No
 
 
 def refine_box(image: np.ndarray, rough: Box, detections: Iterable[Any], predict: PredictFn | None,
-               allowed_nodes: set[str] | None = None, use_grabcut: bool = True) -> Proposal | None:
-    """Cache, then crop-and-redetect, then GrabCut."""
+               allowed_nodes: set[str] | None = None, use_grabcut: bool = True,
+               tight: CropModel | None = None) -> Proposal | None:
+    """Cache, then crop-and-redetect (on a crop at the training scale with `tight`), then GrabCut."""
     found = from_box(rough, detections, allowed_nodes)
-    if found is None and predict is not None:
+    if found is None and tight is not None:
+        found = box_redetect_at_scale(image, rough, tight, allowed_nodes)
+    elif found is None and predict is not None:
         found = box_redetect(image, rough, predict, allowed_nodes)
     if found is None and use_grabcut:
         found = grabcut(image, rough)

@@ -18,6 +18,10 @@ Qt-free (the GUI adapts it in `inference/qt_worker.py`; the CLI uses it directly
   Should the thread stop anyway (the workspace cannot be opened), `on_stopped` and `on_status` say so,
   every queued request is answered with the reason and `wait_idle` returns.
 * **Threads.** torch runs with fewer intra-op threads than cores, so the UI keeps a core.
+* **Tight boxes.** With `tight_boxes` (inference/tighten.py; on by default) the model also sees each image
+  mirrored, in the same thread, and every likely detection's box is averaged with its mirrored twin before it is
+  stored; refine jobs get the same switch. Stored predictions are what was computed then: changing the option
+  does not redo images already predicted.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import numpy as np
 from inference.heap import freeze_once
 from projects.errors import LabelerError
 from projects.imaging import read_image
+from projects.store.target import as_target
 from projects.values import Detection
 from projects.workspace import Workspace
 
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 
 
 SAVE_WAIT_S = 5.0  # stop() waits this long at most for a save under way to commit
+TIGHT_BOXES = True  # the default of `tight_boxes`, chosen by docs/benchmarks/prelabels.md
 
 
 class Priority(IntEnum):
@@ -107,8 +113,9 @@ class PredictionService:
                  on_status: Callable[[str], None] | None = None,
                  loader: Callable[[Path, int], PredictorLike] | None = None,
                  batch_size: int = 1, model_id: int | None = None,
-                 on_stopped: Callable[[str], None] | None = None):
-        self.workspace = Path(workspace)
+                 on_stopped: Callable[[str], None] | None = None, tight_boxes: bool | None = None):
+        self.workspace = as_target(workspace)  # a folder, or a team workspace's URL (a Path would fold its //)
+        self.tight_boxes = TIGHT_BOXES if tight_boxes is None else bool(tight_boxes)
         self.pinned_model = model_id  # predict with this registered model only (`labeler predict --model`)
         self.threads = threads or default_threads()
         self.on_result = on_result or (lambda r: None)
@@ -456,6 +463,9 @@ class PredictionService:
         if len(outputs) != len(images):
             raise RuntimeError(f"the model answered {len(outputs)} results for {len(images)} images")
         self.forward_passes += len(images)
+        tighten = getattr(self.predictor, "tighten", None)  # the real predictor's; a test double has none
+        if self.tight_boxes and tighten is not None:
+            outputs = tighten(images, outputs)
         return outputs
 
     def _predict_and_save(self, ws: Workspace, req: _Request, images: list[np.ndarray]) -> None:
@@ -513,7 +523,7 @@ class BatchRun:
 def predict_images(workspace: str | Path, image_ids: list[int], *, threads: int | None = None, batch_size: int = 4,
                    on_result: Callable[[Result], None] | None = None,
                    loader: Callable[[Path, int], PredictorLike] | None = None,
-                   model_id: int | None = None) -> BatchRun:
+                   model_id: int | None = None, tight_boxes: bool | None = None) -> BatchRun:
     """Predict these images at background priority and wait until all are answered (CLI, lint); with
     `model_id`, by that registered model only (else by the newest one that loads)."""
     errors: list[str] = []
@@ -529,7 +539,7 @@ def predict_images(workspace: str | Path, image_ids: list[int], *, threads: int 
 
     svc = PredictionService(workspace, threads=threads or default_threads(), on_result=done,
                             on_status=status.append, batch_size=max(1, batch_size), loader=loader,
-                            model_id=model_id)
+                            model_id=model_id, tight_boxes=tight_boxes)
     svc.request_many(image_ids, Priority.BACKGROUND)
     svc.start()
     try:

@@ -396,12 +396,15 @@ class PrelabelController(QObject):
 
         def job(predictor):  # runs in the worker's thread, which imports torch (refine needs it)
             from inference.refine import refine_box, refine_click
+            from inference.tighten import CropModel
 
             image = read_image(path)
             predict = (lambda crop: predictor.predict([crop])[0]) if predictor is not None else None
             if kind == "click":
                 return refine_click(image, arg, dets, predict, allowed)
-            return refine_box(image, arg, dets, predict, allowed)
+            # the worker's one tight-boxes switch: a rough box the cache cannot answer is re-detected at training scale
+            tight = CropModel.of(predictor) if self.worker.service.tight_boxes else None
+            return refine_box(image, arg, dets, predict, allowed, tight=tight)
 
         self.w.statusBar().showMessage("refining…", 2000)
         self.worker.run_job((kind, image_id, annotation_id), job)

@@ -6,7 +6,8 @@ image was predicted (like `images add`, which skips corrupt files), 2 with one l
 
 Under torchrun (or with `--nproc N`) each rank predicts a disjoint shard of the project's images (every N-th
 one, `inference/distributed.shard`) with the model rank 0 chose, and writes its own results through the store
-(write transactions wait their turn); rank 0 registers a new `--model` and reports the totals.
+(write transactions wait their turn), on a workspace folder or a PostgreSQL team workspace alike; rank 0
+registers a new `--model` and reports the totals.
 """
 
 from __future__ import annotations
@@ -29,17 +30,21 @@ from projects.workspace import Workspace
                                               "is new, and used for this run"),
            arg("--batch", type=int, default=4, help="images per forward pass"),
            arg("--threads", type=int, default=None, help="torch threads (default: cores - 1, or cores / ranks)"),
+           arg("--no-tight-boxes", action="store_true",
+               help="store the boxes of the whole-image pass as they are, without averaging each with its twin in "
+                    "the mirrored image (half the forward passes; docs/prelabels.md)"),
            arg("--nproc", type=int, metavar="N",
                help="predict on N processes of this machine, each a disjoint shard of the images (launches "
                     "torchrun; one per GPU); several machines: `torchrun ... -m labeler predict ...`"))
 def predict(args) -> int:
-    from inference.distributed import launch_local, launched, strip_option
+    from inference.distributed import launch_local, launched, name_connections, strip_option
 
     if args.nproc is not None:
-        launch_local(args.nproc, strip_option(args._argv, "--nproc"))
+        launch_local(args.nproc, strip_option(args._argv, "--nproc"), workspace=args.ws)
         return 0
     ctx = launched()
     if ctx.active:
+        name_connections(ctx)  # `labeler rank R/N` on a team workspace's server
         return _predict_sharded(args)
     with Workspace.open(args.ws) as ws:
         ids = ws.image_ids(args.project)
@@ -51,7 +56,8 @@ def predict(args) -> int:
     bar = tqdm(total=len(todo), desc="predict", unit="img")
     try:
         run = predict_images(as_target(args.ws), todo, threads=args.threads, batch_size=args.batch,
-                             on_result=lambda r: bar.update(1), model_id=model["id"] if args.model else None)
+                             on_result=lambda r: bar.update(1), model_id=model["id"] if args.model else None,
+                             tight_boxes=not args.no_tight_boxes)
     finally:
         bar.close()
     if run.service.predictor is None:
@@ -118,7 +124,8 @@ def _predict_sharded(args) -> int:
             bar = tqdm(total=len(todo), desc="predict (rank 0)", unit="img", disable=not ctx.main)
             try:
                 run = predict_images(as_target(args.ws), todo, threads=threads, batch_size=args.batch,
-                                     on_result=lambda r: bar.update(1), model_id=model["id"])
+                                     on_result=lambda r: bar.update(1), model_id=model["id"],
+                                     tight_boxes=not args.no_tight_boxes)
             finally:
                 bar.close()
             if run.service.predictor is None:  # the model did not load here: this rank's shard is not predicted
