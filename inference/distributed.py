@@ -20,6 +20,11 @@ loss trajectories agree):
   on CPU, where torch has none, batch statistics are summed over ranks with torch's differentiable
   `all_reduce` (its functional collectives).
 
+Every rank opens the workspace itself, by the same argument: a SQLite folder on shared storage or a PostgreSQL
+team workspace's URL (credentials from libpq's environment, which torchrun passes on; each rank's connections
+are named `labeler rank R/N`). Image files are found under each rank's own workspace folder or image root
+(LABELER_IMAGE_ROOT where a machine mounts it elsewhere).
+
 Rank 0 alone writes: training state, the step log, the checkpoint, its evaluation and the registration. A
 stop (Ctrl-C, SIGTERM from torchrun or a scheduler) is agreed by every rank at a step boundary so they all
 stop after the same step; a rank that dies makes the others' next collective fail, and rank 0 then saves the
@@ -45,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from projects.errors import LabelerError
 
 TIMEOUT_ENV = "LABELER_DIST_TIMEOUT"  # seconds a collective waits for a silent rank (default 600)
+APPNAME_ENV = "PGAPPNAME"  # libpq's application name: what a team workspace's server calls this rank
 
 
 class DistributedError(LabelerError, RuntimeError):
@@ -97,6 +103,13 @@ def launched() -> DistContext:
     if world < 1 or not 0 <= rank < world:
         raise DistributedError(f"RANK {rank} is not within WORLD_SIZE {world}; start the ranks with torchrun")
     return DistContext(rank, local, world, local_world)
+
+
+def name_connections(ctx: DistContext) -> None:
+    """Name this rank's PostgreSQL connections `labeler rank R/N` (libpq's PGAPPNAME, unless already set): a
+    team workspace's `pg_stat_activity` shows which rank holds which connection, and which one wrote what."""
+    if ctx.active:
+        os.environ.setdefault(APPNAME_ENV, f"labeler rank {ctx.rank}/{ctx.world_size}")
 
 
 def device_for(ctx: DistContext, preference: str | None) -> torch.device:
@@ -523,9 +536,14 @@ def strip_option(argv: Sequence[str], option: str) -> list[str]:
     return out
 
 
-def launch_local(nproc: int, module_argv: Sequence[str]) -> None:
+def launch_local(nproc: int, module_argv: Sequence[str], workspace: str | None = None) -> None:
     """Run `python -m labeler MODULE_ARGV` on `nproc` ranks of this machine through torchrun (standalone
-    rendezvous on a free local port). Raises DistributedError naming the first rank that failed."""
+    rendezvous on a free local port). Raises DistributedError naming the first rank that failed.
+
+    `workspace` (a folder or a PostgreSQL URL) is opened once here first: a wrong path or URL, a server out of
+    reach or a missing image root is one line from the launcher, not one per rank. The ranks inherit this
+    process's environment, so a team workspace's credentials reach them through libpq's own means
+    (PGPASSWORD, PGPASSFILE, PGSERVICE), never on their command lines (a URL with a password is refused)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
@@ -535,6 +553,10 @@ def launch_local(nproc: int, module_argv: Sequence[str]) -> None:
     if launched().active:
         raise DistributedError("--nproc launches torchrun, and this process already is a rank of a torchrun run; "
                                "give no --nproc under torchrun")
+    if workspace is not None:
+        from projects.workspace import Workspace
+
+        Workspace.open(workspace).close()
     # each rank gets its share of the cores (torchrun would give every rank one thread)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0",

@@ -83,6 +83,7 @@ def train_cmd(args) -> int:
         RunStopped,
         launch_local,
         launched,
+        name_connections,
         strip_option,
     )
     from inference.models import ModelError
@@ -100,12 +101,13 @@ def train_cmd(args) -> int:
                            f"{args.nproc} ranks; give a multiple of {args.nproc}")
     if args.nproc is not None:
         try:
-            launch_local(args.nproc, strip_option(args._argv, "--nproc"))
+            launch_local(args.nproc, strip_option(args._argv, "--nproc"), workspace=args.ws)
         except LauncherStopped:
             if args.follow:  # stopping is how a follow trainer ends: rank 0 said where, and the same command resumes
                 return 0
             raise
         return 0
+    name_connections(launched())  # under torchrun: `labeler rank R/N` on a team workspace's server
     if args.follow:
         return _follow(args)
     if any(v is not None for v in (args.every_minutes, args.every_images, args.every_steps, args.max_checkpoints)):

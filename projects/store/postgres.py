@@ -26,6 +26,7 @@ any password redacted; constraint violations stay `psycopg.IntegrityError` (a bu
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -220,10 +221,12 @@ class PgDatabase:
 
 
 def connect(url: str) -> PgDatabase:
-    """A connection to the database the URL names (credentials from libpq's environment and files)."""
+    """A connection to the database the URL names (credentials from libpq's environment and files). Its
+    application name is PGAPPNAME when set (a rank of a distributed run names itself so), else `labeler`."""
     check_url(url)
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="labeler")
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10,
+                               application_name=os.environ.get("PGAPPNAME") or "labeler")
     except psycopg.Error as e:
         raise WorkspaceError(f"{redact(url)}: cannot connect ({one_line(e)})") from e
     return PgDatabase(conn, url)
