@@ -93,6 +93,7 @@ from inference.train import (
 from projects import trainer_status
 from projects.errors import LabelerError
 from projects.imaging import read_image
+from projects.store.target import display
 from projects.workspace import Workspace
 
 VERSIONS_DIR = "versions"
@@ -194,7 +195,8 @@ def workspace_data(ws: Workspace, projects: list[str] | None) -> TrainingData:
     names = projects or known
     unknown = [p for p in names if p not in known]
     if unknown:
-        raise TrainError(f"no project named {unknown[0]!r} in {ws.folder} (projects: {', '.join(known) or 'none'})")
+        raise TrainError(f"no project named {unknown[0]!r} in {display(ws.location)} "
+                         f"(projects: {', '.join(known) or 'none'})")
     labeled, rules = {}, {}
     for p in names:
         view = ws.project_view(p)
@@ -371,7 +373,8 @@ class FollowTrainer:
         np.random.seed(cfg.seed + ctx.rank)
         self.run_steps = 0  # steps of this process (the warm-up restarts with each run)
         self._since = {"steps": 0, "seconds": 0.0, "arrived": 0}
-        self.loader = PlanLoader(cfg.image_size, self.norm["mean"], self.norm["std"], cfg.seed, ctx).start()
+        self.loader = PlanLoader(cfg.image_size, self.norm["mean"], self.norm["std"], cfg.seed, ctx,
+                                 root=self.ws.folder).start()
         trace = os.environ.get(TRACE_ENV)
         if trace:
             self._trace = open(f"{trace}.rank{ctx.rank}.jsonl", "a", encoding="utf-8")  # closed by close()
@@ -380,7 +383,7 @@ class FollowTrainer:
             return
         self.stream = SubmittedStream(self.data, target_rules=cfg.target_rules, seen_before=self.counters["cut_at"],
                                       recent_share=self.follow.recent_share, recent_window=self.follow.recent_window,
-                                      poll_s=self.follow.poll_s)
+                                      poll_s=self.follow.poll_s, root=self.ws.folder)
         self._rng = np.random.default_rng(cfg.seed + self.counters["steps"])
         config = {"training": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
                   "follow": asdict(self.follow), "warm_start": self.source, "world_size": ctx.world_size,

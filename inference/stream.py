@@ -16,7 +16,9 @@ What each item is drawn from:
 Images submitted before the warm-start model's data were cut (`seen_before`) count as already trained on.
 
 **Plans.** Only the trainer's rank 0 reads the pool: it draws each step's global batch as a *plan* (the step
-number and every image's boxes, weights and path, as JSON) and sends it to the other ranks. `PlanLoader`
+number and every image's boxes, weights and path, as JSON) and sends it to the other ranks. A path under the
+workspace folder (a team workspace's image root) travels relative to it and each rank finds the file under its
+own (LABELER_IMAGE_ROOT: another machine may mount the image root elsewhere). `PlanLoader`
 (on every rank, one process included) reads and augments its own share of each plan in a background thread
 (asynchronous loading: the training step does not wait on JPEG decoding when the CPU has room): the images
 at positions rank, rank + N, … of the plan, each augmented from a seed of (run seed, step, position), so a
@@ -63,7 +65,7 @@ class SubmittedStream:
 
     def __init__(self, data: TrainingData, *, split: str = "train", target_rules: dict[str, Any] | None = None,
                  seen_before: str | None = None, recent_share: float = 0.5, recent_window: int = 64,
-                 poll_s: float = 10.0):
+                 poll_s: float = 10.0, root: Path | None = None):
         if not 0.0 <= recent_share <= 1.0:
             raise ValueError(f"recent_share must lie in 0..1, got {recent_share}")
         self.data = data  # projects (fixed for the run), their labeled nodes and rules, the super-taxonomy
@@ -73,6 +75,7 @@ class SubmittedStream:
         self.recent_share = float(recent_share)
         self.recent_window = max(1, int(recent_window))
         self.poll_s = float(poll_s)
+        self.root = root  # the workspace folder or image root: plans name the files under it relative to it
         self._lock = threading.Lock()
         self.samples: dict[int, Sample] = {}
         self._revisions: dict[int, str] = {}
@@ -200,19 +203,25 @@ class SubmittedStream:
         with self._lock:
             spare = [self.samples[self._order[int(spare_rng.integers(len(self._order)))]] for _ in range(spares)]
         fresh = sorted({p.image_id for p in picks} & unseen_before)
-        return {"step": int(step), "items": [sample_to_dict(p) for p in picks],
-                "spares": [sample_to_dict(p) for p in spare], "fresh": fresh}
+        return {"step": int(step), "items": [sample_to_dict(p, self.root) for p in picks],
+                "spares": [sample_to_dict(p, self.root) for p in spare], "fresh": fresh}
 
 
-def sample_to_dict(s: Sample) -> dict[str, Any]:
-    """A sample as JSON-ready values (float32 boxes and weights survive the round trip exactly)."""
-    return {"id": s.image_id, "path": str(s.path), "width": s.width, "height": s.height, "project": s.project,
+def sample_to_dict(s: Sample, root: Path | None = None) -> dict[str, Any]:
+    """A sample as JSON-ready values (float32 boxes and weights survive the round trip exactly). A file under
+    `root` is named relative to it: the rank that loads it finds it under its own root."""
+    path = s.path.relative_to(root).as_posix() if root is not None and s.path.is_relative_to(root) else str(s.path)
+    return {"id": s.image_id, "path": path, "width": s.width, "height": s.height, "project": s.project,
             "split": s.split, "sha256": s.sha256, "boxes": s.boxes.tolist(), "nodes": list(s.nodes),
             "weights": s.box_weights.tolist()}
 
 
-def sample_from_dict(d: dict[str, Any]) -> Sample:
-    return Sample(int(d["id"]), Path(d["path"]), int(d["width"]), int(d["height"]), d["project"], d["split"],
+def sample_from_dict(d: dict[str, Any], root: Path | None = None) -> Sample:
+    """The sample `sample_to_dict` wrote; a relative path is taken under `root` (this rank's own)."""
+    path = Path(d["path"])
+    if root is not None and not path.is_absolute():
+        path = root / path
+    return Sample(int(d["id"]), path, int(d["width"]), int(d["height"]), d["project"], d["split"],
                   d["sha256"], np.asarray(d["boxes"], np.float32).reshape(-1, 4), tuple(d["nodes"]),
                   np.asarray(d["weights"], np.float32))
 
@@ -238,9 +247,10 @@ class PlanLoader:
     takes the rank's spare image instead."""
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], seed: int, ctx: DistContext,
-                 augment: bool = True):
+                 augment: bool = True, root: Path | None = None):
         self._items = DetectionDataset([], image_size, mean, std, train=augment)
         self.seed, self.ctx = int(seed), ctx
+        self.root = root  # this rank's workspace folder or image root: where a plan's relative paths lie
         self._plans: queue.Queue = queue.Queue()
         self._ready: queue.Queue = queue.Queue()
         self._failures: list[tuple[int, str]] = []
@@ -266,7 +276,10 @@ class PlanLoader:
         # torchvision's transforms draw from torch's global generator: seeded per image, one image at a time
         with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(item_seed(self.seed, step, position))
-            return self._items.item(sample_from_dict(d))
+            return self._items.item(sample_from_dict(d, self.root))
+
+    def _where(self, d: dict[str, Any]) -> Path:
+        return sample_from_dict(d, self.root).path
 
     def _batch(self, plan: dict[str, Any]) -> LoadedBatch:
         step, items = int(plan["step"]), plan["items"]
@@ -275,7 +288,7 @@ class PlanLoader:
             try:
                 loaded.append(self._load(items[position], step, position))
             except Exception as e:  # an unreadable file: left out here, and out of the pool by rank 0
-                problem = f"{items[position]['path']}: {e}"
+                problem = f"{self._where(items[position])}: {e}"
                 with self._lock:
                     self._failures.append((int(items[position]["id"]), problem))
         spares = plan.get("spares") or []
@@ -283,7 +296,7 @@ class PlanLoader:
             try:
                 loaded.append(self._load(spares[self.ctx.rank], step, len(items) + self.ctx.rank))
             except Exception as e:
-                problem = f"{spares[self.ctx.rank]['path']}: {e}"
+                problem = f"{self._where(spares[self.ctx.rank])}: {e}"
         ids = [int(d["id"]) for d in items]
         if not loaded:
             return LoadedBatch(step, None, [], ids, problem or "an empty share")
