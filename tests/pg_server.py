@@ -118,6 +118,32 @@ class PgServer:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return self.url(name)
 
+    def add_password_login(self, user: str, password: str) -> str:
+        """A superuser `user` that must give `password` (scram-sha-256; every other login keeps trust), for
+        tests that prove a password reaches a process through libpq's environment. Returns the user."""
+        import time
+
+        import psycopg
+
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all {user} 127.0.0.1/32 scram-sha-256\n"
+        text = hba.read_text()
+        if rule not in text:
+            hba.write_text(rule + text)  # the first matching line wins
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [user]).fetchone() is None:
+                conn.execute(f'CREATE ROLE "{user}" LOGIN SUPERUSER')
+            conn.execute(f"ALTER ROLE \"{user}\" PASSWORD '{password}'")
+            conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10  # the postmaster rereads pg_hba.conf on its SIGHUP, soon after
+        while time.monotonic() < deadline:
+            try:
+                psycopg.connect(self.url("postgres", user), password="", connect_timeout=5).close()
+            except psycopg.OperationalError:
+                return user
+            time.sleep(0.05)
+        raise RuntimeError(f"the server still lets {user} in without a password")
+
     def drop_database(self, url: str) -> None:
         import psycopg
 
