@@ -9,7 +9,7 @@ the same whole-image detections (the predictor's, hierarchical decoding, down to
 
 - `today`: the boxes as predicted;
 - `mirror average` (inference/tighten.py, what tight boxes do): one more forward pass on the mirrored image, each
-  detection scoring >= 0.25 averaged, weighted by score, with the same node's best-overlapping mirrored box;
+  detection averaged, weighted by score, with the same node's best-overlapping mirrored box (IoU >= 0.7);
 - `crop at training scale, t=T`: each detection scoring >= 0.25 re-detected on a square window around its box
   resampled so the box's longer side is T of the model's input, the same node's best-overlapping detection
   (IoU >= 0.5) taking its place;

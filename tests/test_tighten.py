@@ -97,7 +97,7 @@ def test_only_confident_detections_with_a_twin_of_their_node_move():
     (out,) = tighten([img], [dets], finder.predict, TightOptions(min_score=0.25))
     assert out[0].box == (100, 80, 140, 120)
     assert out[1:] == dets[1:]
-    assert tighten([img], [dets[2:]], finder.predict) == [dets[2:]]  # nothing confident: no forward pass
+    assert tighten([img], [dets[2:]], finder.predict, TightOptions(min_score=0.25)) == [dets[2:]]  # no pass
     assert len(finder.inputs) == 1
 
 
