@@ -148,6 +148,8 @@ def annotator(args: argparse.Namespace) -> None:
             time.sleep(rng.expovariate(1000.0 / args.think_ms))
 
     ws = Workspace.open(args.target)
+    if args.what_if_row_locked and ws.db.dialect == "postgresql":  # an experiment, labeled as one in the output:
+        ws.db.atomic = ws.db.row_locked  # every write of this process without the global write turn (row locks only)
     labels = [lab["id"] for lab in ws.labels(PROJECT)]
     while time.time() < args.start_at:
         time.sleep(0.01)
@@ -218,13 +220,15 @@ def annotator(args: argparse.Namespace) -> None:
     ws.close()
 
 
-def spawn(target: str, user: str, log: Path, start_at: float, deadline: float, think_ms: float, lease_s: float,
+def spawn(target: str, user: str, log: Path, start_at: float, deadline: float, args: argparse.Namespace,
           seed: int) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(
         [sys.executable, __file__, "worker", "--target", target, "--user", user, "--log", str(log),
-         "--start-at", str(start_at), "--deadline", str(deadline), "--think-ms", str(think_ms),
-         "--lease-s", str(lease_s), "--seed", str(seed)], env=env, stdin=subprocess.DEVNULL)
+         "--start-at", str(start_at), "--deadline", str(deadline), "--think-ms", str(args.think_ms),
+         "--lease-s", str(args.lease_s), "--seed", str(seed),
+         *(["--what-if-row-locked"] if getattr(args, "what_if_row_locked", False) else [])],
+        env=env, stdin=subprocess.DEVNULL)
 
 
 # --- checking the logs -----------------------------------------------------------------------------------------
@@ -349,7 +353,8 @@ def summarize(events: dict[str, list[dict]], seconds: float) -> dict[str, Any]:
 # --- the runs ----------------------------------------------------------------------------------------------------
 def run_annotators(backend: str, n: int, args: argparse.Namespace, server, out: Path,
                    kill_after: float | None = None) -> dict[str, Any]:
-    images = int(args.seconds * (1000 + 30 * n))  # never runs out, even flat out (SQLite: ~500 images/s)
+    images = int(args.seconds * ((3000 if not args.think_ms else 300) + 30 * n))  # never runs out (SQLite flat out:
+    # ~1,300 images/s)
     target = make_workspace(backend, out, images, server)
     try:
         return {"backend": backend, **run_on(target, n, args, out, kill_after), "images": images}
@@ -367,7 +372,7 @@ def run_on(target: str, n: int, args: argparse.Namespace, out: Path, kill_after:
     logs = {f"ann{k:02d}": out / f"{backend}-{n}-{time.monotonic_ns()}-ann{k:02d}.jsonl" for k in range(n)}
     start_at = time.time() + 4 + 0.15 * n  # every process imported and connected before the clock starts
     deadline = start_at + args.seconds
-    procs = {user: spawn(target, user, log, start_at, deadline, args.think_ms, args.lease_s, seed=k)
+    procs = {user: spawn(target, user, log, start_at, deadline, args, seed=k)
              for k, (user, log) in enumerate(logs.items())}
     died: dict[str, float] = {}
     probe: dict[str, Any] = {}
@@ -378,11 +383,16 @@ def run_on(target: str, n: int, args: argparse.Namespace, out: Path, kill_after:
         procs[victim].wait()
         died[victim] = time.time()
         probe = probe_killed_lease(target, read_logs({victim: logs[victim]})[victim], args.lease_s)
+        probe["killed_after_s"] = round(died[victim] - start_at, 1)
     for p in procs.values():
         p.wait(timeout=args.seconds + 120)
     events = read_logs(logs)
-    result = {"n": n, "think_ms": args.think_ms, "seconds": args.seconds, **summarize(events, args.seconds),
+    result = {"n": n, "think_ms": args.think_ms, "seconds": args.seconds, "load_1m": os.getloadavg()[0],
+              **summarize(events, args.seconds),
               "duplicates": duplicates(holdings(events, died)), **check_edits(target, events), **probe}
+    for user in died:  # the killed annotator's own acknowledged edits, all there?
+        mine = check_edits(target, {user: events[user]})
+        result.update(killed_acked=mine["acked"], killed_lost=mine["lost"])
     for log in logs.values():
         log.unlink(missing_ok=True)
     return result
@@ -417,15 +427,16 @@ def probe_killed_lease(target: str, events: list[dict], lease_s: float) -> dict[
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| backend | annotators | images/s | edits/s | claim p50 | claim p95 | edit commit p50 | edit commit p95 "
-            "| add p95 | submit p95 | duplicate claims | lost edits | overwritten | errors |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+            "| add p95 | submit p95 | duplicate claims | lost edits | overwritten | errors | load |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     lines = [head]
     for r in rows:
         lines.append(f"| {r['backend']} | {r['n']} | {r['images_per_s']:.1f} | {r['edits_per_s']:.0f} | "
                      f"{r['claim_p50']:.1f} ms | {r['claim_p95']:.1f} ms | {r['update_p50']:.1f} ms | "
                      f"{r['update_p95']:.1f} ms | {r['add_p95']:.1f} ms | {r['submit_p95']:.1f} ms | "
                      f"{r['duplicates']} | {r['lost']} | {r['overwritten']} | "
-                     f"{', '.join(f'{k} {v}' for k, v in r['errors'].items()) or '0'} |")
+                     f"{', '.join(f'{k} {v}' for k, v in r['errors'].items()) or '0'} | "
+                     f"{r.get('load_1m', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -452,15 +463,22 @@ def cmd_annotators(args: argparse.Namespace) -> None:
     for backend in args.backends:
         for n in args.n:
             r = run_annotators(backend, n, args, server, out)
+            if args.what_if_row_locked and backend == "postgres":
+                r["backend"] = "postgres, what-if: no global write turn"
             rows.append(r)
             print(json.dumps(r), flush=True)
     if server:
         print(f"\nPostgreSQL {server_version(server.url('postgres'))}, fsync and synchronous_commit on")
     print(f"\n{args.seconds:.0f} s per run, think time {args.think_ms:g} ms (exponential) between actions\n")
     print(table(rows))
-    for backend in args.backends:
-        print(f"\n{backend} stops keeping up at: {keeping_up(rows, backend)}")
-    (out / f"annotators-think{args.think_ms:g}.json").write_text(json.dumps(rows, indent=1))
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        if args.think_ms:
+            print(f"\n{backend} stops keeping up at: {keeping_up(rows, backend)}")
+        else:
+            best = max((r for r in rows if r["backend"] == backend), key=lambda r: r["images_per_s"])
+            print(f"\n{backend} flat out: at most {best['images_per_s']:.0f} images/s ({best['n']} annotators)")
+    what_if = "-what-if" if args.what_if_row_locked else ""
+    (out / f"annotators-think{args.think_ms:g}{what_if}.json").write_text(json.dumps(rows, indent=1))
 
 
 def cmd_kill(args: argparse.Namespace) -> None:
@@ -625,6 +643,8 @@ def main() -> None:
         s.add_argument("--lease-s", type=float, default=600.0 if name == "annotators" else 6.0)
         s.add_argument("--kill-after", type=float, default=5.0)
         s.add_argument("--out", default="/tmp/bench_team")
+        s.add_argument("--what-if-row-locked", action="store_true",
+                       help="an experiment: PostgreSQL writes without the global write turn (row locks only)")
     s = sub.add_parser("scale")
     s.add_argument("--annotations", type=int, default=10_000_000)
     s.add_argument("--per-image", type=int, default=10)
@@ -644,6 +664,7 @@ def main() -> None:
     w.add_argument("--think-ms", type=float, default=0.0)
     w.add_argument("--lease-s", type=float, default=600.0)
     w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--what-if-row-locked", action="store_true")
     args = p.parse_args()
     {"annotators": cmd_annotators, "kill": cmd_kill, "scale": cmd_scale, "worker": annotator}[args.cmd](args)
 
