@@ -570,7 +570,10 @@ def _reindex(conn, table: str, rebuild: list[str]) -> None:
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
-    from labeler.app.session import LabelingSession
+    """The window's own open (`labeler.app.window_runner.open_session`, without widgets) on a 10M-annotation team
+    workspace, with --user (the images claimed for U) and without (every image of the project); claims; switching
+    images as an annotator does (submit and next: a claim) and as a reviewer browsing does (go to any image)."""
+    from labeler.app.window_runner import open_session
     from projects.workspace import Workspace
 
     out = Path(args.out)
@@ -581,55 +584,58 @@ def cmd_scale(args: argparse.Namespace) -> None:
     root.mkdir(exist_ok=True)
     load = bulk_load(url, root, args.annotations, args.per_image)
     print(json.dumps(load), flush=True)
-    opens, firsts, claims, switches = [], [], [], []
-    for _ in range(args.repeat):  # open as the window does with --user: the project's queue, a claim, its boxes
+    times: dict[str, list[float]] = defaultdict(list)
+
+    def timed(name: str, fn):
         t0 = time.perf_counter()
-        ws = Workspace.open(url)
-        t1 = time.perf_counter()
-        session = LabelingSession(ws, PROJECT, resume=True)
-        lease = ws.claim(PROJECT, "opener", n=1)[0]
-        session.go_to_image(lease.image_id)
-        t2 = time.perf_counter()
-        opens.append((t1 - t0) * 1000)
-        firsts.append((t2 - t0) * 1000)
-        ws.release_leases([lease.image_id], "opener")
-        ws.close()
+        value = fn()
+        times[name].append((time.perf_counter() - t0) * 1000)
+        return value
+
+    for k in range(args.repeat):
+        timed("workspace_open", lambda: Workspace.open(url)).close()
+        session = timed("open_user", lambda k=k: open_session(url, PROJECT, user=f"opener{k:02d}"))
+        assert session.image is not None
+        session.images.release()
+        session.ws.close()
+        session = timed("open_all", lambda: open_session(url, PROJECT))
+        session.ws.close()
     ws = Workspace.open(url)
-    session = LabelingSession(ws, PROJECT, resume=True)
     for _ in range(args.claims):  # claim → submit, as one annotator goes through the queue
-        t0 = time.perf_counter()
-        (lease,) = ws.claim(PROJECT, "ann", n=1)
-        claims.append((time.perf_counter() - t0) * 1000)
+        (lease,) = timed("claim", lambda: ws.claim(PROJECT, "ann", n=1))
         submit(ws, lease.image_id, "ann")
-    rng = random.Random(1)
-    for _ in range(args.claims):  # the window moving to another image: the image, its boxes, the neighbours
-        index = rng.randrange(len(session.queue))
-        t0 = time.perf_counter()
-        session.go_to(index)
-        session.neighbours()
-        switches.append((time.perf_counter() - t0) * 1000)
     ws.close()
-    result = {**load, "open_p50": pct(opens, 0.5), "open_p95": pct(opens, 0.95),
-              "first_image_p50": pct(firsts, 0.5), "first_image_p95": pct(firsts, 0.95),
-              "claim_p50": pct(claims, 0.5), "claim_p95": pct(claims, 0.95),
-              "switch_p50": pct(switches, 0.5), "switch_p95": pct(switches, 0.95),
-              "queue": len(session.queue)}
+    session = open_session(url, PROJECT, user="switcher")
+    for _ in range(args.claims):  # the annotator's next image: submit, claim the next, show it
+        timed("switch_user", session.submit_and_next)
+    session.images.release()
+    session.ws.close()
+    session = open_session(url, PROJECT)
+    rng = random.Random(1)
+    for _ in range(args.claims):  # browsing: any image, its boxes, the neighbours to prefetch
+        index = rng.randrange(len(session.queue))
+        timed("switch_browse", lambda: (session.go_to(index), session.neighbours()))  # noqa: B023
+    session.ws.close()
+    result = {**load, **{f"{name}_{q}": pct(v, {"p50": 0.5, "p95": 0.95}[q]) for name, v in times.items()
+                         for q in ("p50", "p95")}}
     print(json.dumps(result), flush=True)
     if args.annotators:
         for n in args.annotators:
             r = {"backend": "postgres 10M", **run_on(url, n, args, out)}
             print(json.dumps(r), flush=True)
             print(table([r]))
-    print(f"\nPostgreSQL {server_version(url)}, fsync and synchronous_commit on")
-    print(f"\n| annotations | images | load (images + annotations + analyze) | database | Workspace.open p50 / p95 "
-          f"| open to first claimed image p50 / p95 | claim p50 / p95 | image switch p50 / p95 |\n"
-          f"|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-          f"| {result['annotations']:,} | {result['images']:,} | {load['images_s']} + {load['annotations_s']} + "
-          f"{load['analyze_s']} s | {load['database_size']} | {result['open_p50']:.0f} / {result['open_p95']:.0f} ms "
-          f"| {result['first_image_p50']:.0f} / {result['first_image_p95']:.0f} ms | {result['claim_p50']:.1f} / "
-          f"{result['claim_p95']:.1f} ms | {result['switch_p50']:.1f} / {result['switch_p95']:.1f} ms |")
+    print(f"\nPostgreSQL {server_version(url)}, fsync and synchronous_commit on; {load['annotations']:,} annotations "
+          f"on {load['images']:,} images loaded in {load['images_s']} + {load['annotations_s']} + {load['analyze_s']} "
+          f"s (images, annotations, vacuum analyze), {load['database_size']}\n")
+    print("| measure | p50 | p95 |\n|---|---:|---:|")
+    for name, label in (("workspace_open", "Workspace.open (connect, identify, schema check)"),
+                        ("open_user", "window open with --user: to the first claimed image on screen"),
+                        ("open_all", "window open without --user: every image id of the project listed"),
+                        ("claim", "claim (one image)"),
+                        ("switch_user", "next image with --user: submit, claim, show"),
+                        ("switch_browse", "go to any image: row, boxes, neighbours")):
+        print(f"| {label} | {result[name + '_p50']:.1f} ms | {result[name + '_p95']:.1f} ms |")
     server.drop_database(url)
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
