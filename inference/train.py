@@ -52,11 +52,15 @@ from inference.distributed import (
     teardown,
 )
 from inference.models import DEFAULT_MODEL, check_image_size, model_spec, resolve_pretrained
+from inference.train_speed import autocast, freeze, resolve_bf16
 from projects.errors import LabelerError
 from projects.workspace import Workspace
 
 STATE_DIR = "train_state"
 STEP_LOG = "train_log.jsonl"
+FREEZE_STAGES = 3  # stem + blocks 1-2: 1.37x img/s, same loss (docs/benchmarks/training.md)
+FREEZE_BN = False  # higher training loss after the same steps, no clear speed-up
+BF16 = "off"  # slower than float32 here even with AMX (0.88x); "auto" turns it on where the CPU has bf16
 
 
 class TrainError(LabelerError, RuntimeError):
@@ -86,11 +90,15 @@ class TrainConfig:
     register: bool = True
     progress: bool = True
     max_steps: int | None = None  # a hard cap (tests)
+    # cheaper CPU steps (inference/train_speed.py; defaults from bench/bench_train_speed.py's figures)
+    freeze_stages: int = FREEZE_STAGES  # leading backbone stages (stem, block groups) kept at their ImageNet weights
+    freeze_bn: bool = FREEZE_BN  # the backbone's batch norms keep their ImageNet statistics
+    bf16: str = BF16  # bfloat16 autocast on CPU: auto (where the CPU has native bf16), on, off
 
     def identity(self) -> dict[str, Any]:
         """What must match for a saved state to be resumed."""
         keys = ("approach", "model", "image_size", "epochs", "minutes", "steps", "projects", "batch_size", "lr",
-                "pretrained", "seed", "ignore_band", "target_rules")
+                "pretrained", "seed", "ignore_band", "target_rules", "freeze_stages", "freeze_bn")
         return json.loads(json.dumps({k: getattr(self, k) for k in keys}))
 
 
@@ -161,15 +169,16 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tenso
 
 
 def train_step(model, opt, scaler, loss_fn, phase: Phase, x: torch.Tensor, batch: list[dict], device: torch.device,
-               amp: bool, step: int) -> float:
-    """One optimizer step on a collated batch; returns the loss. Shared by `train` and the follow trainer."""
+               amp: bool, step: int, bf16: bool = False) -> float:
+    """One optimizer step on a collated batch; returns the loss. Shared by `train` and the follow trainer.
+    `amp`: float16 autocast on CUDA; `bf16`: bfloat16 autocast on CPU."""
     x = x.to(device, non_blocking=True)
     if device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     for t in batch:
         t["boxes_yxyx"] = t["boxes_yxyx"].to(device)
         t["weights"] = t["weights"].to(device)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    with autocast(device, amp, bf16):
         loss, _ = loss_fn(x, batch, phase)
     if not torch.isfinite(loss):
         raise TrainError(f"the loss became {float(loss)} at step {step}; lower --lr")
@@ -195,6 +204,10 @@ class Trainer:
         self.app = approach(cfg.approach)
         self.dist, self.device = setup(cfg.device)  # a rank of a torchrun run joins its process group here
         self.amp = self.device.type == "cuda"
+        try:
+            self.bf16 = self.device.type == "cpu" and resolve_bf16(cfg.bf16)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
         if cfg.batch_size % self.dist.world_size:
             global_batch(cfg.batch_size, cfg.batch_size, self.dist)  # says why
         try:
@@ -249,6 +262,7 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         resumed = self._load_state()
+        started_pretrained = resolve_pretrained(self.spec, cfg.pretrained) != "none"  # frozen random weights: no
         pretrained = "none" if resumed else resolve_pretrained(self.spec, cfg.pretrained)
         model = build_detector(self.app.layout, cfg.model, self.groups, cfg.image_size, pretrained).to(self.device)
         if self.device.type == "cpu":  # oneDNN convolutions run about a quarter faster in NHWC on CPU
@@ -271,6 +285,9 @@ class Trainer:
         if self.dist.active:
             agree_resume(self.dist, counters["steps"], str(self.state_dir))
             model = sync_batch_norm(model, self.device)
+        if started_pretrained:  # after the batch norms are synced, before DDP sees which parameters learn
+            self.frozen = freeze(model, cfg.freeze_stages, cfg.freeze_bn)
+        if self.dist.active:
             loss_fn = DistributedLoss(self.dist, model, loss_fn, self.device, find_unused=self.app.layout != "single")
             if self.dist.main:
                 print(f"training on {self.dist.describe()}, {self.device.type}: global batch {cfg.batch_size}, "
@@ -381,7 +398,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(progress)
             value = train_step(model, opt, scaler, loss_fn, phase, x, batch, self.device, self.amp,
-                               counters["steps"])
+                               counters["steps"], self.bf16)
             if self.dist.active:
                 value = loss_fn.global_loss  # the loss of the global batch, the same on every rank
             dt = time.perf_counter() - t0
@@ -406,7 +423,8 @@ class Trainer:
         train_metrics = {"steps": counters["steps"], "images_seen": counters["images"],
                          "seconds": round(counters["seconds"], 1), "final_loss": counters["loss"],
                          "images_per_s": round(counters["images"] / max(counters["seconds"], 1e-9), 2),
-                         "device": self.device.type, "amp": self.amp, "torch_threads": torch.get_num_threads(),
+                         "device": self.device.type, "amp": self.amp, "bf16": self.bf16,
+                         "torch_threads": torch.get_num_threads(),
                          "world_size": self.dist.world_size, "backend": self.dist.backend}
         meta = {"model": cfg.model, "image_size": cfg.image_size, "layout": self.app.layout,
                 "groups": [g.to_dict() for g in self.groups], "super_taxonomy": self.data.sup.to_dict(),
