@@ -87,3 +87,18 @@ def test_a_bad_bf16_setting_is_one_line(demo_ws):
 
     with Workspace.open(demo_ws) as ws, pytest.raises(TrainError, match="bf16 must be auto, on or off"):
         Trainer(ws, "/unused", TrainConfig(epochs=1, bf16="sometimes", **TINY))
+
+
+def test_labeler_train_takes_the_speed_options(demo_ws, tmp_path, capsys):
+    from labeler.cli import main
+
+    folder = tmp_path / "ws"
+    shutil.copytree(demo_ws, folder)
+    out = tmp_path / "out"
+    assert main(["train", str(folder), "--out", str(out), "--steps", "1", "--image-size", "128", "--batch-size", "4",
+                 "--no-eval", "--no-register", "--freeze-stages", "0", "--bf16", "off"]) == 0
+    training = load_checkpoint(out).meta["training"]
+    assert training["freeze_stages"] == 0 and training["freeze_bn"] is False and training["bf16"] == "off"
+    capsys.readouterr()
+    assert main(["train", str(folder), "--out", str(tmp_path / "o2"), "--steps", "1", "--freeze-stages", "-1"]) == 2
+    assert "--freeze-stages must be 0 or more" in capsys.readouterr().err

@@ -40,6 +40,12 @@ def _models() -> list[str]:
            arg("--ignore-band", action="store_true",
                help="RetinaNet-style: anchors with IoU in [0.4, 0.5) teach nothing"),
            arg("--half", action="store_true", help="store the weights as float16 (half the file)"),
+           arg("--freeze-stages", type=int, default=None, metavar="N",
+               help="keep the first N backbone stages (stem, block groups) at their ImageNet weights: cheaper steps "
+                    "(default 3: stem + blocks 1-2; 0 trains everything; docs/training.md)"),
+           arg("--freeze-bn", action="store_true", help="keep the backbone's batch norms at their ImageNet statistics"),
+           arg("--bf16", default=None, choices=("auto", "on", "off"),
+               help="bfloat16 autocast on CPU (default off: slower than float32 on the machine measured)"),
            arg("--device", help="cpu or cuda (default: cuda when present)"),
            arg("--threads", type=int, help="torch CPU threads"),
            arg("--seed", type=int, default=0),
@@ -126,7 +132,8 @@ def train_cmd(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, pretrained=args.pretrained, seed=args.seed,
                       ignore_band=(0.4, 0.5) if args.ignore_band else None,
                       dtype="float16" if args.half else "float32", device=args.device,
-                      evaluate=not args.no_eval, register=not args.no_register, save_every_s=args.save_every)
+                      evaluate=not args.no_eval, register=not args.no_register, save_every_s=args.save_every,
+                      **_speed_options(args))
     with Workspace.open(args.ws) as ws:
         try:
             result = train(ws, args.out, cfg)
@@ -157,6 +164,14 @@ def _check_common(args) -> None:
         raise CommandError(f"unknown approach {args.approach!r} (one of {', '.join(_approaches())})")
     if args.model not in _models():
         raise CommandError(f"unknown model {args.model!r} (one of {', '.join(_models())})")
+
+
+def _speed_options(args) -> dict:
+    """The cheaper-step options given on the command line (TrainConfig's defaults otherwise)."""
+    if args.freeze_stages is not None and args.freeze_stages < 0:
+        raise CommandError(f"--freeze-stages must be 0 or more (got {args.freeze_stages})")
+    given = {"freeze_stages": args.freeze_stages, "freeze_bn": True if args.freeze_bn else None, "bf16": args.bf16}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _follow_configs(args):
