@@ -1,6 +1,6 @@
 """A simulated annotator labels held-out demo images to IoU >= 0.9, with and without the model.
 
-    .venv/bin/python bench/bench_annotator.py --model resources/models/demo [--images 30] [--threshold 0.4]
+    .venv/bin/python bench/bench_annotator.py --model resources/models/demo [--images 30] [--threshold 0.4] [--tight]
 
 For each demo customer (A, B, C, each in its own domain) the truth is the customer's own view of
 held-out scenes (its labels, its granularity, its mirror rule). The annotator's actions, in order:
@@ -66,16 +66,23 @@ def accepted(proposal, gt, view: ProjectView, acts: Counter, action: str) -> boo
     return True
 
 
-def simulate(samples, view: ProjectView, predictor, threshold: float, rng) -> Counter:
-    """Counts of each action while labelling `samples` (scene, truth list) with the model's help."""
+def simulate(samples, view: ProjectView, predictor, threshold: float, rng, tight: bool = False) -> Counter:
+    """Counts of each action while labelling `samples` (scene, truth list) with the model's help; `tight`: with
+    tight boxes on, as the window runs them (mirror-averaged pre-labels, rough boxes re-detected at training
+    scale)."""
+    from inference.tighten import CropModel
+
     acts: Counter = Counter()
     allowed = {n for n in view.sup.names if view.label_for(n) is not None}
+    crops = CropModel.of(predictor) if tight else None
 
     def predict(crop):
         return predictor.predict([crop])[0]
 
     for image, truth in samples:
         dets = predictor.predict([image])[0]
+        if tight:
+            dets = predictor.tighten([image], [dets])[0]
         props = customer_proposals(dets, view, min_score=threshold)
         # label of a refined proposal: the project's label for the detected node
         open_truth = list(range(len(truth)))
@@ -92,7 +99,7 @@ def simulate(samples, view: ProjectView, predictor, threshold: float, rng) -> Co
             if v >= 0.9:
                 acts["accept"] += 1
             else:
-                r = refine_box(image, p.box, dets, predict, allowed, use_grabcut=False)
+                r = refine_box(image, p.box, dets, predict, allowed, use_grabcut=False, tight=crops)
                 if r is not None and iou(r.box, gt.box) >= 0.9:
                     acts["refine_accept"] += 1
                 else:
@@ -108,7 +115,7 @@ def simulate(samples, view: ProjectView, predictor, threshold: float, rng) -> Co
             if accepted(c, gt, view, acts, "click_accept"):
                 continue
             rough, _ = perturb(gt.box, rng, 0.5, 0.7, image.shape)
-            r = refine_box(image, rough, dets, predict, allowed) if rough else None
+            r = refine_box(image, rough, dets, predict, allowed, tight=crops) if rough else None
             if accepted(r, gt, view, acts, "rough_accept"):
                 continue
             acts["click_failed"] += 1
@@ -131,6 +138,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=30, help="held-out scenes per customer")
     ap.add_argument("--threshold", type=float, default=0.4, help="the pre-label confidence slider")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tight", action="store_true", help="tight boxes on (inference/tighten.py)")
     ap.add_argument("--json")
     args = ap.parse_args()
     from inference.predictor import Predictor
@@ -138,12 +146,13 @@ def main() -> None:
     pred = Predictor.from_checkpoint(args.model, threads=args.threads)
     sup = default_super_taxonomy()
     rng = np.random.default_rng(1)
-    report = {"model": pred.version, "threshold": args.threshold, "costs_s": COST, "projects": {}}
+    report = {"model": pred.version, "threshold": args.threshold, "tight_boxes": args.tight, "costs_s": COST,
+              "projects": {}}
     total = Counter()
     for name, domain in DOMAIN_OF.items():
         view = ProjectView(sup, CustomerTaxonomy.load(resource_path("taxonomies", f"{name}.yaml")))
         samples = [(s.image, customer_view(scene, view)) for s, scene in synthetic(args.images, domain, seed=950_000)]
-        acts = simulate(samples, view, pred, args.threshold, rng)
+        acts = simulate(samples, view, pred, args.threshold, rng, tight=args.tight)
         total += acts
         report["projects"][name] = dict(acts)
     n = total["boxes"]
