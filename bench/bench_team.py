@@ -6,6 +6,7 @@ workspace. Benchmarks, not tests: they print figures (Markdown) and assert nothi
                                                     [--seconds 20] [--think-ms 0] [--out /tmp/bench_team]
     .venv/bin/python bench/bench_team.py kill [--backends postgres sqlite] [--n 4] [--lease-s 6]
     .venv/bin/python bench/bench_team.py scale [--annotations 10000000] [--per-image 10]
+    .venv/bin/python bench/bench_team.py copy [--annotations 1000000]
 
 Every annotator is a separate process using the real store API (`Workspace.claim`, `add_annotation`,
 `update_annotation(version=...)`, `delete_annotation(version=...)`, submit and `finish_lease`) and writes a log
@@ -637,6 +638,42 @@ def cmd_scale(args: argparse.Namespace) -> None:
         print(f"| {label} | {result[name + '_p50']:.1f} ms | {result[name + '_p95']:.1f} ms |")
     server.drop_database(url)
 
+def cmd_copy(args: argparse.Namespace) -> None:
+    """`labeler workspace copy` on a folder workspace of args.annotations boxes: to PostgreSQL and back (rows only:
+    the bench's images have no files, so --no-image-check; hashing is disk-bound and measured by nothing here)."""
+    from projects.workspace import Workspace
+    from projects.workspace_copy import copy_workspace
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    server = start_server()
+    images = args.annotations // 10
+    folder = make_workspace("sqlite", out, images, seed=0)
+    with Workspace.open(folder) as ws:  # 10 boxes per image in all (make_workspace put 2 on every other one)
+        ids = ws.image_ids(PROJECT)
+        n = args.annotations - 2 * ((images + 1) // 2)
+        rng = random.Random(2)
+        boxes = [_box(rng) for _ in range(n)]
+        with ws.transaction():
+            ws.db.executemany(
+                "INSERT INTO annotations (image_id, label_id, x1, y1, x2, y2, provenance, author, created_at, "
+                "updated_at) VALUES (?, 1, ?, ?, ?, ?, 'imported', 'import', '2026-01-01', '2026-01-01')",
+                [(ids[k % len(ids)], *b) for k, b in enumerate(boxes)])
+    size = Path(folder, "labeler.sqlite").stat().st_size
+    url = server.create_database()
+    there = copy_workspace(folder, url, image_root=folder, check_images=False)
+    back = copy_workspace(url, out / f"back-{time.monotonic_ns()}", check_images=False)
+    rows = sum(there.tables.values())
+    print(f"\nworkspace of {there.tables['annotations']:,} annotations on {there.tables['images']:,} images "
+          f"({rows:,} rows in {len(there.tables)} tables, SQLite file {size / 1e6:.0f} MB)\n")
+    print("| copy | seconds | rows/s |\n|---|---:|---:|")
+    print(f"| folder → PostgreSQL | {there.seconds:.1f} | {rows / there.seconds:,.0f} |")
+    print(f"| PostgreSQL → folder | {back.seconds:.1f} | {rows / back.seconds:,.0f} |")
+    server.drop_database(url)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(back.destination, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -661,6 +698,9 @@ def main() -> None:
     s.add_argument("--think-ms", type=float, default=0.0)
     s.add_argument("--lease-s", type=float, default=600.0)
     s.add_argument("--out", default="/tmp/bench_team")
+    s = sub.add_parser("copy")
+    s.add_argument("--annotations", type=int, default=1_000_000)
+    s.add_argument("--out", default="/tmp/bench_team")
     w = sub.add_parser("worker")
     w.add_argument("--target", required=True)
     w.add_argument("--user", required=True)
@@ -672,7 +712,8 @@ def main() -> None:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--what-if-row-locked", action="store_true")
     args = p.parse_args()
-    {"annotators": cmd_annotators, "kill": cmd_kill, "scale": cmd_scale, "worker": annotator}[args.cmd](args)
+    {"annotators": cmd_annotators, "kill": cmd_kill, "scale": cmd_scale, "copy": cmd_copy,
+     "worker": annotator}[args.cmd](args)
 
 
 if __name__ == "__main__":
