@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["labeling-window", "start", "prelabels", "training", "decoding", "continuous", "distributed", "formats", "lint", "store"]
+ORDER = ["labeling-window", "start", "prelabels", "training", "decoding", "continuous", "distributed", "formats",
+         "lint", "store", "team"]
 
 HEADER = """# Benchmarks
 
