@@ -16,6 +16,8 @@ import textwrap
 import pytest
 
 from projects.errors import WorkspaceError
+from projects.imaging import write_image
+from projects.synthetic import make_scene
 from projects.taxonomy import CustomerTaxonomy, Label
 from projects.workspace import Workspace
 
@@ -127,6 +129,35 @@ def test_a_writer_that_outlasts_the_wait_on_postgres_is_one_clear_error(pg_serve
     with Workspace.open(url) as ws:
         assert ws.project_names() == ["P", "Q"] and [lab["name"] for lab in ws.labels("P")] == ["Human"]
         ws.add_label("P", "Rider", "cyclist")  # the turn was given back with the connection
+    pg_server.drop_database(url)
+
+
+def test_box_edits_on_postgres_do_not_queue_behind_the_write_turn(pg_server, tmp_path, monkeypatch):
+    """Annotators' edits lock only their rows: while another connection holds the workspace's write turn (a
+    taxonomy change, an import), adding, moving, deleting and restoring a box still commit at once."""
+    import psycopg
+
+    from projects.store.postgres import WRITE_LOCK
+
+    url = pg_server.create_database()
+    with Workspace.create(url, image_root=tmp_path) as ws:
+        _projects(ws)
+        write_image(tmp_path / "a.png", make_scene(0, size=(64, 48)).image)
+        image_id = ws.add_images("P", [tmp_path / "a.png"]).added[0]
+        label_id = ws.labels("P")[0]["id"]
+    monkeypatch.setenv("LABELER_BUSY_TIMEOUT", "0.2")
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK])
+        with Workspace.open(url) as ws:
+            aid = ws.add_annotation(image_id, label_id, (1, 2, 30, 40))
+            version = ws.update_annotation(aid, box=(2, 3, 31, 41), version=1)
+            version = ws.delete_annotation(aid, version=version)
+            ws.restore_annotation(aid, version=version)
+            with pytest.raises(WorkspaceError, match="busy"):  # a taxonomy change still waits its turn
+                ws.add_label("P", "Rider", "cyclist")
+    with Workspace.open(url) as ws:
+        (row,) = ws.annotations(image_id)
+        assert (row["x1"], row["version"], ws.image(image_id)["status"]) == (2, 4, "in_progress")
     pg_server.drop_database(url)
 
 

@@ -11,6 +11,11 @@ from projects.values import Box
 
 
 class AnnotationStore(StoreBase):
+    """Edits take row locks only (`row_locked()`), not the workspace's write turn: each is an INSERT or one UPDATE
+    guarded by the annotation's version, then the image's conditional status UPDATE, so no read-then-write can see
+    another writer's half-way state, and on PostgreSQL annotators' edits commit side by side instead of queueing
+    behind one lock (on SQLite `row_locked()` is the same IMMEDIATE transaction as `atomic()`)."""
+
     # --- annotations -----------------------------------------------------------------------
     def add_annotation(self, image_id: int, label_id: int, box: Box, provenance: str = "manual",
                        author: str | None = None, model_id: int | None = None) -> int:
@@ -18,7 +23,7 @@ class AnnotationStore(StoreBase):
             raise WorkspaceError(f"unknown provenance {provenance!r} (one of {', '.join(PROVENANCES)})")
         x1, y1, x2, y2 = check_box(box)
         t = now()
-        with self.db.atomic():
+        with self.db.row_locked():
             aid = self.db["annotations"].insert({
                 "image_id": image_id, "label_id": label_id, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
                 "provenance": provenance, "author": author or default_author(), "model_id": model_id,
@@ -42,7 +47,7 @@ class AnnotationStore(StoreBase):
             if provenance not in PROVENANCES:
                 raise WorkspaceError(f"unknown provenance {provenance!r}")
             changes["provenance"] = provenance
-        with self.db.atomic():
+        with self.db.row_locked():
             image_id, new_version = self._write_versioned(annotation_id, changes, version)
             self._touch_status(image_id, t)
         return new_version
@@ -50,14 +55,14 @@ class AnnotationStore(StoreBase):
     def delete_annotation(self, annotation_id: int, *, version: int | None = None, user: str | None = None) -> int:
         """Soft delete: the row stays for undo and audit. Returns the new version (`version`: see update_annotation)."""
         t = now()
-        with self.db.atomic():
+        with self.db.row_locked():
             return self._write_versioned(annotation_id, {"deleted_at": t, "updated_at": t,
                                                          "updated_by": user or default_author()}, version)[1]
 
     def restore_annotation(self, annotation_id: int, *, version: int | None = None, user: str | None = None) -> int:
         """Undo a soft delete; like an added box, it makes an unlabeled image "in progress". Returns the new version."""
         t = now()
-        with self.db.atomic():
+        with self.db.row_locked():
             image_id, new_version = self._write_versioned(
                 annotation_id, {"deleted_at": None, "updated_at": t, "updated_by": user or default_author()}, version)
             self._touch_status(image_id, t)
