@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_model_support import tiny_checkpoint as make_tiny_checkpoint
 
 from inference.distributed import (
     DistContext,
@@ -308,17 +309,7 @@ def test_a_killed_rank_stops_the_run_cleanly_and_the_same_command_resumes(train_
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path) -> Path:
-    from inference.architectures import Group, build_detector
-    from inference.checkpoint import save_checkpoint
-    from projects.taxonomy import default_super_taxonomy
-
-    sup = default_super_taxonomy()
-    torch.manual_seed(0)
-    model = build_detector("single", "tf_efficientdet_lite0", [Group("all", tuple(sup.names))], 128)
-    meta = {"model": "tf_efficientdet_lite0", "image_size": 128, "layout": "single",
-            "groups": [Group("all", tuple(sup.names)).to_dict()], "super_taxonomy": sup.to_dict(),
-            "approach": "tlm", "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3}, "data": {}, "metrics": {}}
-    return save_checkpoint(tmp_path / "model", model, meta)
+    return make_tiny_checkpoint(tmp_path / "model")
 
 
 def _predictions(ws: Path, project: str) -> dict[int, list[dict]]:

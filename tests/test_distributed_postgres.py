@@ -17,13 +17,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
-import torch
+from test_model_support import tiny_checkpoint, wait_for
 
 from inference.distributed import DistContext
 from inference.follow import workspace_data
@@ -115,20 +114,6 @@ def test_two_ranks_train_from_a_team_workspace_with_the_password_from_the_enviro
     assert set().union(*writers.values()) == {RANK0}  # rank 1 read the workspace and wrote nothing
 
 
-def _tiny_checkpoint(folder: Path) -> Path:
-    from inference.architectures import Group, build_detector
-    from inference.checkpoint import save_checkpoint
-    from projects.taxonomy import default_super_taxonomy
-
-    sup = default_super_taxonomy()
-    torch.manual_seed(0)
-    model = build_detector("single", "tf_efficientdet_lite0", [Group("all", tuple(sup.names))], 128)
-    meta = {"model": "tf_efficientdet_lite0", "image_size": 128, "layout": "single",
-            "groups": [Group("all", tuple(sup.names)).to_dict()], "super_taxonomy": sup.to_dict(),
-            "approach": "tlm", "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3}, "data": {}, "metrics": {}}
-    return save_checkpoint(folder, model, meta)
-
-
 def _predictions(url: str, project: str) -> dict[int, list[dict]]:
     with Workspace.open(url) as w:
         model = w.latest_model()
@@ -138,7 +123,7 @@ def _predictions(url: str, project: str) -> dict[int, list[dict]]:
 
 def test_sharded_predict_on_a_team_workspace_writes_what_one_process_writes(team):
     root, (one, two) = team(2)
-    args = ["--project", "B", "--model", str(_tiny_checkpoint(root / "model")), "--batch", "1", "--threads", "1"]
+    args = ["--project", "B", "--model", str(tiny_checkpoint(root / "model")), "--batch", "1", "--threads", "1"]
     r = labeler("predict", one, *args)
     assert r.returncode == 0, r.stderr
     _record_writes(two)
@@ -154,17 +139,6 @@ def test_sharded_predict_on_a_team_workspace_writes_what_one_process_writes(team
     assert writers["predictions"] == writers["predicted_images"] == {RANK0, RANK1}  # each rank its own shard
 
 
-def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 240.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {what}: {proc.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_the_follow_trainer_on_two_ranks_checkpoints_into_a_team_workspace_and_stops_when_asked(team):
     root, (url,) = team(1)
     _record_writes(url)
@@ -178,7 +152,7 @@ def test_the_follow_trainer_on_two_ranks_checkpoints_into_a_team_workspace_and_s
             return bool(trainer_status.checkpoints(w))
 
     try:
-        _wait_for(checkpointed, proc, "a checkpoint")
+        wait_for(checkpointed, proc, "a checkpoint")
         with Workspace.open(url) as w:  # Stop trainer in the window: through the status row
             trainer_status.request_stop(w, trainer_status.latest_run(w)["id"])
         stdout, stderr = proc.communicate(timeout=120)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_model_support import wait_for
 
 from projects import trainer_status
 from projects.split import split_of
@@ -44,17 +45,6 @@ def _trace(prefix: Path, rank: int) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
-def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 240.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {what}: {proc.communicate()}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _marked(marker: str, rank: int | None = None) -> list[int]:
@@ -125,7 +115,7 @@ def test_two_ranks_follow_a_growing_stream_register_one_version_and_stop_when_th
     proc = _start(_cmd(ws, out, "--nproc", "2", "--every-images", "2", "--min-delta", "-1", "--steps", "60"),
                   marker, trace)
     try:
-        _wait_for(lambda: len(_trace(trace, 0)) >= 1, proc, "a first step")
+        wait_for(lambda: len(_trace(trace, 0)) >= 1, proc, "a first step")
         with Workspace.open(ws) as w:  # the stream grows while the ranks train
             new = [i for p in w.project_names() for i in w.image_ids(p)
                    if w.image(i)["status"] != "submitted" and split_of(w.image(i)["split_bucket"]) == "train"][:2]
@@ -133,7 +123,7 @@ def test_two_ranks_follow_a_growing_stream_register_one_version_and_stop_when_th
                 project = next(p for p in w.project_names() if i in w.image_ids(p))
                 w.add_annotation(i, w.labels(project)[0]["id"], (10, 10, 60, 80), author="test")
                 w.set_status(i, "submitted")
-        _wait_for(lambda: _checkpoints(ws), proc, "the checkpoint")
+        wait_for(lambda: _checkpoints(ws), proc, "the checkpoint")
         with Workspace.open(ws) as w:  # Stop trainer in the window: through the status row
             trainer_status.request_stop(w, trainer_status.latest_run(w)["id"])
         stdout, stderr = proc.communicate(timeout=120)
@@ -180,7 +170,7 @@ def test_one_process_trains_on_the_same_batches_then_a_killed_rank_stops_cleanly
     cmd = _cmd(ws, out, *common, "--steps", "40", "--nproc", "2")
     proc = _start(cmd, marker, trace)
     try:
-        _wait_for(lambda: len(_trace(trace, 0)) >= 2, proc, "two steps")
+        wait_for(lambda: len(_trace(trace, 0)) >= 2, proc, "two steps")
         victims = _marked(marker, rank=1)
         assert victims
         for pid in victims:
@@ -208,7 +198,7 @@ def test_one_process_trains_on_the_same_batches_then_a_killed_rank_stops_cleanly
     marker, trace = uuid.uuid4().hex, tmp_path / "trace-resumed"
     proc = _start(cmd, marker, trace)
     try:
-        _wait_for(lambda: len(_trace(trace, 0)) >= 1, proc, "a step after the resume")
+        wait_for(lambda: len(_trace(trace, 0)) >= 1, proc, "a step after the resume")
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
     finally:

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from test_model_support import tiny_checkpoint as make_tiny_checkpoint
 
-from inference.architectures import Group, build_detector
-from inference.checkpoint import save_checkpoint
 from labeler.cli import main
-from projects.taxonomy import default_super_taxonomy
 from projects.workspace import Workspace
 
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    sup = default_super_taxonomy()
-    torch.manual_seed(0)
-    model = build_detector("single", "tf_efficientdet_lite0", [Group("all", tuple(sup.names))], 128)
-    meta = {"model": "tf_efficientdet_lite0", "image_size": 128, "layout": "single",
-            "groups": [Group("all", tuple(sup.names)).to_dict()], "super_taxonomy": sup.to_dict(),
-            "approach": "tlm", "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3}, "data": {}, "metrics": {}}
-    save_checkpoint(tmp_path / "model", model, meta)
-    return tmp_path / "model"
+    return make_tiny_checkpoint(tmp_path / "model")
 
 
 def test_predict_fills_predictions_once(tmp_path, tiny_checkpoint, capsys):
